@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs every Debian package (and, later, npm module) that building, running, testing and
+# benchmarking harmar needs. Idempotent: packages already present are not touched, so a second
+# run costs a dpkg query and nothing else.
+set -euo pipefail
+
+# Build toolchain and the libraries src/ links against (see ARCHITECTURE.md "Dependencies").
+build_pkgs=(
+  build-essential cmake ninja-build ccache pkg-config git ca-certificates curl
+  libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
+  libssl-dev libnghttp2-dev libsqlite3-dev libpq-dev libhiredis-dev libsodium-dev
+  libspdlog-dev libfmt-dev libcli11-dev libyaml-cpp-dev libcurl4-openssl-dev
+)
+# Tests: GoogleTest, the real services the integration tests start, and the protocol clients
+# they talk through (curl for HTTP/1.1 and h2, nghttp for h2c, python3-websockets for WebSocket,
+# promtool to validate /metrics, libFuzzer for the fuzz targets).
+test_pkgs=(
+  libgtest-dev libgmock-dev clang libfuzzer-14-dev libclang-rt-14-dev
+  postgresql redis-server nghttp2-client python3 python3-websockets prometheus
+)
+# Benchmarks: the load generators and the peers they compare against.
+bench_pkgs=(libbenchmark-dev wrk nginx-light hyperfine)
+
+want=("${build_pkgs[@]}" "${test_pkgs[@]}")
+[[ "${HARMAR_BENCH_DEPS:-1}" == 1 ]] && want+=("${bench_pkgs[@]}")
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: everything is installed"
+  exit 0
+fi
+
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null || { echo "install-deps: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+# Services installed as packages must not start system-wide instances: tests start their own.
+policy_added=0
+if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+  printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+  $sudo chmod +x /usr/sbin/policy-rc.d
+  policy_added=1
+fi
+trap '[[ $policy_added == 1 ]] && $sudo rm -f /usr/sbin/policy-rc.d' EXIT
+$sudo apt-get update -qq || $sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+echo "install-deps: done"

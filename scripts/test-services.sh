@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Starts and stops the real services the tests talk to, each on a free loopback port, with its
+# state in a temporary directory. Works as root (servers that refuse root run as an unprivileged
+# user) or as a normal user.
+#
+#   scripts/test-services.sh start [STATE_DIR]   # writes STATE_DIR/env (export lines)
+#   scripts/test-services.sh stop  [STATE_DIR]
+#   scripts/test-services.sh status [STATE_DIR]
+#
+# Tests read the URLs from the environment: HARMAR_TEST_PG_URL, HARMAR_TEST_REDIS_URL.
+set -euo pipefail
+
+cmd=${1:-}
+state=${2:-${HARMAR_TEST_STATE:-$(pwd)/build/test-services}}
+envfile="$state/env"
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+
+log() { echo "test-services: $*" >&2; }
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Runs a command as the unprivileged owner of the PostgreSQL data when we are root.
+as_pg() {
+  if [[ $(id -u) -eq 0 ]]; then
+    runuser -u "$pg_user" -- "$@"
+  else
+    "$@"
+  fi
+}
+
+wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...: polls readiness, bounded
+  local secs=$1 what=$2; shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then log "$what did not become ready in ${secs}s"; return 1; fi
+    sleep 0.1
+  done
+}
+
+start_postgres() {
+  local port dir
+  port=$(free_port)
+  dir=$(mktemp -d /tmp/harmar-pg.XXXXXX)
+  pg_user=$(id -un)
+  if [[ $(id -u) -eq 0 ]]; then
+    pg_user=postgres
+    id -u postgres >/dev/null 2>&1 || useradd --system --home-dir /nonexistent --shell /usr/sbin/nologin postgres
+    chown "$pg_user" "$dir"
+  fi
+  as_pg "$PG_BIN/initdb" -D "$dir/data" -U harmar -A trust --no-sync -E UTF8 >"$dir/initdb.log" 2>&1 ||
+    { cat "$dir/initdb.log" >&2; return 1; }
+  # Durability is not under test here; speed is. Each test database is thrown away.
+  as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 start \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" >/dev/null ||
+    { cat "$dir/server.log" >&2; return 1; }
+  as_pg "$PG_BIN/createdb" -h 127.0.0.1 -p "$port" -U harmar harmar_test
+  {
+    echo "export HARMAR_TEST_PG_URL=postgres://harmar@127.0.0.1:$port/harmar_test"
+    echo "export HARMAR_TEST_PG_DIR=$dir"
+    echo "export HARMAR_TEST_PG_USER=$pg_user"
+  } >>"$envfile"
+  log "postgresql on 127.0.0.1:$port ($dir)"
+}
+
+start_redis() {
+  local port dir
+  port=$(free_port)
+  dir=$(mktemp -d /tmp/harmar-redis.XXXXXX)
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+    --dir "$dir" --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" >/dev/null
+  wait_for 10 redis redis-cli -p "$port" ping
+  {
+    echo "export HARMAR_TEST_REDIS_URL=redis://127.0.0.1:$port"
+    echo "export HARMAR_TEST_REDIS_DIR=$dir"
+  } >>"$envfile"
+  log "redis on 127.0.0.1:$port ($dir)"
+}
+
+stop_all() {
+  [[ -f $envfile ]] || return 0
+  # shellcheck disable=SC1090
+  source "$envfile"
+  if [[ -n ${HARMAR_TEST_PG_DIR:-} && -d $HARMAR_TEST_PG_DIR ]]; then
+    pg_user=${HARMAR_TEST_PG_USER:-$(id -un)}
+    as_pg "$PG_BIN/pg_ctl" -D "$HARMAR_TEST_PG_DIR/data" -m immediate -w -t 30 stop >/dev/null 2>&1 || true
+    rm -rf "$HARMAR_TEST_PG_DIR"
+  fi
+  if [[ -n ${HARMAR_TEST_REDIS_DIR:-} && -d $HARMAR_TEST_REDIS_DIR ]]; then
+    [[ -f $HARMAR_TEST_REDIS_DIR/redis.pid ]] && kill "$(cat "$HARMAR_TEST_REDIS_DIR/redis.pid")" 2>/dev/null || true
+    rm -rf "$HARMAR_TEST_REDIS_DIR"
+  fi
+  rm -f "$envfile"
+  log "stopped"
+}
+
+alive() {
+  [[ -f $envfile ]] || return 1
+  # shellcheck disable=SC1090
+  ( source "$envfile"
+    "$PG_BIN/pg_isready" -q -d "$HARMAR_TEST_PG_URL" &&
+    redis-cli -u "$HARMAR_TEST_REDIS_URL" ping >/dev/null )
+}
+
+case $cmd in
+  start)
+    mkdir -p "$state"
+    if alive; then log "already running"; cat "$envfile"; exit 0; fi
+    stop_all
+    : >"$envfile"
+    trap 'stop_all' ERR
+    start_postgres
+    start_redis
+    trap - ERR
+    cat "$envfile"
+    ;;
+  stop) stop_all ;;
+  status) if alive; then cat "$envfile"; else log "not running"; exit 1; fi ;;
+  *) echo "usage: $0 start|stop|status [STATE_DIR]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,162 @@
+#pragma once
+// One async SQL interface, two backends chosen by URL:
+//   sqlite://./data/harmar.db   embedded (WAL); statements run on the blocking pool
+//   postgres://user@host:port/db  libpq in non-blocking mode; a pool of connections per worker
+//
+// SQL is written once with $1..$N placeholders; the SQLite backend maps them to ?N. Schema DDL
+// differs per backend and lives in per-backend migrations (see Migration below).
+//
+//   auto rows = co_await db.query("SELECT id, name FROM users WHERE email = $1", {email});
+//   if (!rows) co_return rows.error();
+//   for (const Row& r : *rows) use(r.text(0), r.text(1));
+#include <boost/asio/awaitable.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "core/result.hpp"
+
+namespace harmar::store {
+
+namespace asio = boost::asio;
+
+// Raw bytes for a BLOB / BYTEA parameter (a std::string parameter binds as TEXT).
+struct Bytes {
+  std::string data;
+};
+
+using Param = std::variant<std::nullptr_t, int64_t, double, bool, std::string, Bytes>;
+using Params = std::vector<Param>;
+
+// nullopt binds NULL.
+template <class T>
+Param nullable(const std::optional<T>& v) {
+  if (v) return Param(*v);
+  return Param(nullptr);
+}
+
+class Rows;
+
+// One row of a result; valid while its Rows lives. Getters convert between the backends' text
+// and native forms (PostgreSQL "t"/"f" and SQLite 0/1 are both bools; bytea hex decodes).
+class Row {
+ public:
+  Row(const Rows* rows, std::size_t index) : rows_(rows), index_(index) {}
+  bool is_null(std::size_t col) const;
+  int64_t integer(std::size_t col) const;  // 0 for NULL
+  double real(std::size_t col) const;
+  bool boolean(std::size_t col) const;
+  std::string text(std::size_t col) const;  // "" for NULL
+  std::string bytes(std::size_t col) const;
+  std::optional<int64_t> opt_integer(std::size_t col) const;
+  std::optional<std::string> opt_text(std::size_t col) const;
+  std::size_t size() const;
+
+ private:
+  const Rows* rows_;
+  std::size_t index_;
+};
+
+// A fully materialised result.
+class Rows {
+ public:
+  using Cell = std::variant<std::monostate, int64_t, double, std::string>;
+
+  Rows() = default;
+  Rows(std::vector<std::string> columns, std::vector<Cell> cells, int64_t affected);
+
+  std::size_t size() const { return columns_.empty() ? 0 : cells_.size() / columns_.size(); }
+  bool empty() const { return size() == 0; }
+  Row operator[](std::size_t i) const { return Row(this, i); }
+  Row front() const { return Row(this, 0); }
+  const std::vector<std::string>& columns() const { return columns_; }
+  std::optional<std::size_t> column(std::string_view name) const;
+  // Rows changed by INSERT/UPDATE/DELETE.
+  int64_t affected() const { return affected_; }
+
+  class iterator {
+   public:
+    iterator(const Rows* r, std::size_t i) : r_(r), i_(i) {}
+    Row operator*() const { return Row(r_, i_); }
+    iterator& operator++() { ++i_; return *this; }
+    bool operator!=(const iterator& o) const { return i_ != o.i_; }
+
+   private:
+    const Rows* r_;
+    std::size_t i_;
+  };
+  iterator begin() const { return {this, 0}; }
+  iterator end() const { return {this, size()}; }
+
+  const Cell& cell(std::size_t row, std::size_t col) const { return cells_[row * columns_.size() + col]; }
+
+ private:
+  std::vector<std::string> columns_;
+  std::vector<Cell> cells_;
+  int64_t affected_ = 0;
+};
+
+enum class Backend { Sqlite, Postgres };
+
+// Errors from the store carry these codes:
+//   "conflict" (409)     a unique or exclusion constraint was violated
+//   "unavailable" (503)  the database cannot be reached or is busy past the deadline
+//   "internal" (500)     anything else (the SQL error is logged, never sent to clients)
+class Querier {
+ public:
+  virtual ~Querier() = default;
+  virtual asio::awaitable<Result<Rows>> query(std::string_view sql, Params params = {}) = 0;
+  // As query(), returning the number of rows changed.
+  asio::awaitable<Result<int64_t>> exec(std::string_view sql, Params params = {});
+};
+
+// A transaction holds one connection until commit() or rollback(). Dropping it without either
+// rolls back (the connection is cleaned before anyone else uses it).
+class Transaction : public Querier {
+ public:
+  virtual asio::awaitable<Status> commit() = 0;
+  virtual asio::awaitable<Status> rollback() = 0;
+};
+
+class Database : public Querier {
+ public:
+  // Opens (and for SQLite creates, with its directory) the database at `url`.
+  struct Options {
+    int pool_per_worker = 4;  // PostgreSQL connections per event loop
+    int sqlite_readers = 4;   // SQLite read connections besides the one writer
+    int busy_timeout_ms = 5000;
+  };
+  static Result<std::unique_ptr<Database>> open(const std::string& url, const Options& opts);
+  static Result<std::unique_ptr<Database>> open(const std::string& url) { return open(url, Options{}); }
+
+  virtual Backend backend() const = 0;
+  virtual asio::awaitable<Result<std::unique_ptr<Transaction>>> begin() = 0;
+  // A trivial round trip, for /readyz.
+  virtual asio::awaitable<Status> ping() = 0;
+  // The URL with any password removed, for logs.
+  virtual std::string describe() const = 0;
+};
+
+// Versioned schema changes of one module, per backend. Versions start at 1 and only grow.
+struct Migration {
+  int version;
+  std::string name;
+  std::string sqlite;    // may hold several statements
+  std::string postgres;
+};
+
+struct ModuleMigrations {
+  std::string module;
+  std::vector<Migration> steps;
+};
+
+// Applies the pending migrations of every module, each in its own transaction, recording them
+// in `schema_migrations`. Refuses (409 `schema_too_new`) a database that a newer harmar migrated.
+asio::awaitable<Status> migrate(Database& db, const std::vector<ModuleMigrations>& modules);
+
+}  // namespace harmar::store
