@@ -1,0 +1,1 @@
+set(HARMAR_STORE_SQL_SOURCES "")
