@@ -18,5 +18,5 @@ pkg_check_modules(SODIUM REQUIRED IMPORTED_TARGET libsodium)
 add_library(harmar_asio INTERFACE)
 target_compile_definitions(harmar_asio INTERFACE
   BOOST_ASIO_SEPARATE_COMPILATION BOOST_BEAST_SEPARATE_COMPILATION
-  BOOST_ASIO_NO_DEPRECATED BOOST_BEAST_USE_STD_STRING_VIEW)
+  BOOST_ASIO_NO_DEPRECATED)
 target_link_libraries(harmar_asio INTERFACE Boost::headers OpenSSL::SSL OpenSSL::Crypto Threads::Threads)

@@ -1,6 +1,9 @@
 #include "core/json.hpp"
 
 #include <boost/json.hpp>
+#include <yaml-cpp/yaml.h>
+
+#include <charconv>
 
 namespace harmar::json {
 
@@ -157,6 +160,51 @@ std::optional<int64_t> get_int(const js::object& o, std::string_view key) {
   if (v->is_int64()) return v->get_int64();
   if (v->is_uint64()) return static_cast<int64_t>(v->get_uint64());
   return std::nullopt;
+}
+
+namespace {
+
+js::value scalar_to_json(const YAML::Node& n) {
+  const std::string& s = n.Scalar();
+  if (n.Tag() == "!") return js::string(s);  // quoted: always a string
+  if (s.empty() || s == "~" || s == "null" || s == "Null" || s == "NULL") return nullptr;
+  if (s == "true" || s == "True" || s == "TRUE") return true;
+  if (s == "false" || s == "False" || s == "FALSE") return false;
+  int64_t i = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), i);
+  if (ec == std::errc() && p == s.data() + s.size()) return i;
+  double d = 0;
+  auto [pd, ecd] = std::from_chars(s.data(), s.data() + s.size(), d);
+  if (ecd == std::errc() && pd == s.data() + s.size()) return d;
+  return js::string(s);
+}
+
+js::value node_to_json(const YAML::Node& n, int depth) {
+  if (depth > 64) throw YAML::Exception(n.Mark(), "nesting deeper than 64 levels");
+  switch (n.Type()) {
+    case YAML::NodeType::Scalar: return scalar_to_json(n);
+    case YAML::NodeType::Sequence: {
+      js::array a;
+      for (const auto& item : n) a.push_back(node_to_json(item, depth + 1));
+      return a;
+    }
+    case YAML::NodeType::Map: {
+      js::object o;
+      for (const auto& kv : n) o[kv.first.as<std::string>()] = node_to_json(kv.second, depth + 1);
+      return o;
+    }
+    default: return nullptr;
+  }
+}
+
+}  // namespace
+
+Result<js::value> yaml_to_json(std::string_view yaml_text) {
+  try {
+    return node_to_json(YAML::Load(std::string(yaml_text)), 0);
+  } catch (const YAML::Exception& e) {
+    return Error::validation(std::string("invalid YAML: ") + e.what());
+  }
 }
 
 }  // namespace harmar::json

@@ -53,4 +53,8 @@ class Reader {
 std::optional<std::string_view> get_string(const js::object& o, std::string_view key);
 std::optional<int64_t> get_int(const js::object& o, std::string_view key);
 
+// YAML (as used for docs/openapi.yaml and declarative files) to JSON. Quoted scalars stay
+// strings; plain ones become null, booleans or numbers when they read as such.
+Result<js::value> yaml_to_json(std::string_view yaml_text);
+
 }  // namespace harmar::json

@@ -1,0 +1,129 @@
+// WebSocket upgrade on the HTTP listener: echo, auth before the upgrade, and a slow consumer cut
+// off by its bounded send queue.
+#include <boost/asio/connect.hpp>
+#include <boost/beast/core/buffers_to_string.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/websocket.hpp>
+#include <gtest/gtest.h>
+
+#include <future>
+
+#include "net/websocket.hpp"
+#include "test_client.hpp"
+
+namespace harmar::testing {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace websocket = beast::websocket;
+using tcp = asio::ip::tcp;
+
+struct WsClient {
+  asio::io_context ioc;
+  websocket::stream<tcp::socket> ws{ioc};
+  beast::flat_buffer buf;
+  boost::system::error_code connect(uint16_t port, const std::string& target, const std::string& token = "") {
+    ws.next_layer().connect({asio::ip::make_address("127.0.0.1"), port});
+    if (!token.empty())
+      ws.set_option(websocket::stream_base::decorator(
+          [token](websocket::request_type& r) { r.set(beast::http::field::authorization, "Bearer " + token); }));
+    boost::system::error_code ec;
+    ws.handshake("127.0.0.1", target, ec);
+    return ec;
+  }
+  std::string read() {
+    buf.clear();
+    ws.read(buf);
+    return beast::buffers_to_string(buf.data());
+  }
+};
+
+TEST(WebSocket, echoes_messages_over_the_upgraded_connection) {
+  TestServer s;
+  s.router.websocket("/ws", [](net::WebSocket& ws, net::Request&) -> asio::awaitable<void> {
+    while (auto msg = co_await ws.receive()) ws.send("echo:" + *msg);
+  });
+  s.start();
+  WsClient c;
+  ASSERT_FALSE(c.connect(s.port, "/ws"));
+  for (int i = 0; i < 5; ++i) {
+    c.ws.write(asio::buffer("m" + std::to_string(i)));
+    EXPECT_EQ(c.read(), "echo:m" + std::to_string(i));
+  }
+  c.ws.close(websocket::close_code::normal);
+}
+
+TEST(WebSocket, a_plain_get_on_a_websocket_route_is_426) {
+  TestServer s;
+  s.router.websocket("/ws", [](net::WebSocket&, net::Request&) -> asio::awaitable<void> { co_return; });
+  s.start();
+  RawClient c(s.port);
+  auto r = c.request(get("/ws"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->result_int(), 426);
+}
+
+TEST(WebSocket, authentication_happens_before_the_upgrade) {
+  net::AuthHook auth;
+  auth.authenticate = [](net::Request& req) -> asio::awaitable<Result<Principal>> {
+    if (req.header("Authorization") != "Bearer good") co_return Error::unauthorized("bad token");
+    Principal p;
+    p.id = p.user_id = "u1";
+    co_return p;
+  };
+  TestServer s(TestServer::defaults(), auth);
+  s.router.websocket("/ws", [](net::WebSocket& ws, net::Request& req) -> asio::awaitable<void> {
+    ws.send("hello " + req.principal->id);
+    while (co_await ws.receive()) {
+    }
+  }, {.auth = net::Auth::User});
+  s.start();
+  WsClient refused;
+  EXPECT_TRUE(refused.connect(s.port, "/ws", "bad"));
+  WsClient ok;
+  ASSERT_FALSE(ok.connect(s.port, "/ws", "good"));
+  EXPECT_EQ(ok.read(), "hello u1");
+}
+
+TEST(WebSocket, a_consumer_that_stops_reading_is_disconnected_not_buffered_forever) {
+  TestServer s;
+  auto accepted = std::make_shared<std::promise<int>>();
+  s.router.websocket("/flood", [accepted](net::WebSocket& ws, net::Request&) -> asio::awaitable<void> {
+    std::string payload(16 * 1024, 'x');
+    // 64 MiB offered; the client reads nothing, so the bounded queue must overflow.
+    int sent = 0;
+    for (; sent < 4096; ++sent) {
+      if (!ws.send(payload)) break;
+      if (sent % 16 == 0) {  // let the writer run, as a real event source would
+        asio::steady_timer t(co_await asio::this_coro::executor);
+        t.expires_after(std::chrono::milliseconds(1));
+        co_await t.async_wait(asio::use_awaitable);
+      }
+    }
+    accepted->set_value(sent);
+    while (co_await ws.receive()) {
+    }
+  });
+  s.start();
+  WsClient c;
+  c.ws.next_layer().open(tcp::v4());
+  c.ws.next_layer().set_option(asio::socket_base::receive_buffer_size(4096));
+  ASSERT_FALSE(c.connect(s.port, "/flood"));
+  auto fut = accepted->get_future();
+  ASSERT_EQ(fut.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  EXPECT_LT(fut.get(), 4096);
+  // Draining what arrived ends with the close frame and its reason.
+  boost::system::error_code ec;
+  for (;;) {
+    c.buf.clear();
+    c.ws.read(c.buf, ec);
+    if (ec) break;
+  }
+  EXPECT_EQ(ec, websocket::error::closed);
+  EXPECT_EQ(c.ws.reason().code, 1008);
+  EXPECT_EQ(std::string(c.ws.reason().reason.data(), c.ws.reason().reason.size()), "send queue overflow");
+}
+
+}  // namespace
+}  // namespace harmar::testing
