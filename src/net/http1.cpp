@@ -12,6 +12,7 @@
 
 #include "core/clock.hpp"
 #include "core/log.hpp"
+#include "net/detail/rate_limit.hpp"
 #include "net/detail/sessions.hpp"
 
 namespace harmar::net::detail {
@@ -278,25 +279,6 @@ Error parse_error(const error_code& ec, const RequestParser& p) {
   if (ec == bhttp::error::bad_version) return Error{505, "http_version_not_supported", "HTTP/1.0 and 1.1 only"};
   return Error::bad_request("malformed_request", "malformed HTTP request: " + ec.message());
 }
-
-// A token bucket per connection: connection_rps sustained, twice that in a burst.
-class RateLimit {
- public:
-  explicit RateLimit(int64_t rps) : rps_(static_cast<double>(rps)), tokens_(2.0 * static_cast<double>(rps)) {}
-  bool take(int64_t now_us) {
-    if (rps_ <= 0) return true;
-    tokens_ = std::min(2 * rps_, tokens_ + static_cast<double>(now_us - last_us_) * rps_ / 1e6);
-    last_us_ = now_us;
-    if (tokens_ < 1) return false;
-    tokens_ -= 1;
-    return true;
-  }
-
- private:
-  double rps_;
-  double tokens_;
-  int64_t last_us_ = 0;
-};
 
 // --- the session --------------------------------------------------------------------------
 
