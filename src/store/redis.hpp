@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -96,7 +97,13 @@ class CompletionImpl final : public Completion<R> {
       : handler_(std::move(h)), work_(asio::make_work_guard(asio::get_associated_executor(handler_))) {}
   void complete(R result) override {
     auto ex = work_.get_executor();
-    asio::post(ex, [h = std::move(handler_), r = std::move(result), w = std::move(work_)]() mutable {
+    // post() wakes the caller's context after queueing the handler, so the handler could run,
+    // end its coroutine and let a short-lived io_context be destroyed while post() is still
+    // signalling it. The handler first waits until post() has returned here.
+    auto posting = std::make_shared<std::mutex>();
+    std::lock_guard lock(*posting);
+    asio::post(ex, [posting, h = std::move(handler_), r = std::move(result), w = std::move(work_)]() mutable {
+      { std::lock_guard wait(*posting); }
       std::move(h)(std::move(r));
     });
   }

@@ -10,6 +10,8 @@
 #include <hiredis/hiredis.h>
 
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <future>
 #include <mutex>
@@ -109,6 +111,27 @@ class Collected {
  private:
   mutable std::mutex mu_;
   std::vector<T> items_;
+};
+
+// A scratch directory removed when the object goes away. (testing::temp_dir() reads its own
+// destroyed string at exit, which AddressSanitizer reports; this avoids depending on it.)
+class ScratchDir {
+ public:
+  ScratchDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "harmar-events.XXXXXX").string();
+    if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
+    path_ = tmpl;
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
 };
 
 // A blocking hiredis connection to the test Redis, for administration only.
