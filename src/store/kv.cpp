@@ -226,7 +226,7 @@ class RedisKv final : public Kv {
                                              {"SET", key, "0", "NX", "PX", std::to_string(ttl_ms)},
                                              {"INCRBY", key, std::to_string(by)},
                                              {"EXEC"}};
-    HARMAR_CO_TRY(auto r, co_await conn_->commands(tx));
+    HARMAR_CO_TRY(auto r, co_await conn_->commands(std::move(tx)));
     if (r.elements.size() != 4) co_return unexpected("MULTI");
     for (std::size_t i = 0; i < 3; ++i) {
       if (r.elements[i].type == redis::Reply::Type::Error) co_return Error{500, "redis_error", r.elements[i].str};

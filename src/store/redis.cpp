@@ -254,7 +254,7 @@ std::string Connection::client_name() const {
   return opts_.role.empty() ? opts_.url.name : opts_.url.name + ":" + opts_.role;
 }
 
-asio::awaitable<Result<Reply>> Connection::commands(const std::vector<std::vector<std::string>>& cmds) {
+asio::awaitable<Result<Reply>> Connection::commands(std::vector<std::vector<std::string>> cmds) {
   std::string wire;
   for (const auto& c : cmds) wire += encode_command(c);
   auto r = co_await async_batch(std::move(wire), cmds.size(), asio::use_awaitable);

@@ -164,7 +164,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
   // Several commands written back to back (e.g. MULTI … EXEC) that no other caller's command can
   // interleave with; completes with an Array of their replies (an error reply stays an element).
-  asio::awaitable<Result<Reply>> commands(const std::vector<std::vector<std::string>>& cmds);
+  asio::awaitable<Result<Reply>> commands(std::vector<std::vector<std::string>> cmds);
 
   // From any thread: fails everything pending, closes the socket, stops reconnecting.
   void stop();
