@@ -486,8 +486,10 @@ void Connection::on_tick() {
   auto& io = *io_;
   const int64_t now = mono_ms();
   const Error timeout = Error::unavailable("redis did not answer within " + std::to_string(opts_.url.timeout_ms) + "ms");
-  // Every request has the same timeout, so deadlines grow along both queues.
-  while (!io.queued.empty() && io.queued.front().deadline_ms <= now) {
+  // Every request has the same timeout, so deadlines grow along both queues. A subscriber's
+  // queue holds (UN)SUBSCRIBE commands waiting for a write in progress: they must not be lost
+  // (a stuck write is caught by the keepalive below).
+  while (!opts_.subscriber && !io.queued.empty() && io.queued.front().deadline_ms <= now) {
     if (io.queued.front().done) io.queued.front().done->complete(timeout);
     io.queued.pop_front();
   }
