@@ -44,16 +44,18 @@ std::string fresh_pg_schema_url(const std::string& name) {
 }
 
 std::string temp_dir() {
-  static const std::string dir = [] {
+  // Heap-allocated and never freed: the exit handler below must still be able to read it.
+  static const std::string* dir = [] {
     std::string tmpl = (std::filesystem::temp_directory_path() / "harmar-test.XXXXXX").string();
     if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
+    auto* d = new std::string(tmpl);
     std::atexit([] {
       std::error_code ec;
-      std::filesystem::remove_all(temp_dir(), ec);
+      std::filesystem::remove_all(*dir, ec);
     });
-    return tmpl;
+    return d;
   }();
-  return dir;
+  return *dir;
 }
 
 }  // namespace harmar::testing

@@ -5,6 +5,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
 
+#include <optional>
 #include <string>
 
 namespace harmar::testing {
@@ -21,13 +22,28 @@ inline std::string redis_url() { return require_env("HARMAR_TEST_REDIS_URL"); }
 // (created on first use, dropped and recreated for each call with the same name).
 std::string fresh_pg_schema_url(const std::string& name);
 
-// Runs `aw` on a private io_context until it completes and returns its value.
+namespace detail {
+template <class T>
+asio::awaitable<std::optional<T>> as_optional(asio::awaitable<T> aw) {
+  co_return co_await std::move(aw);
+}
+}  // namespace detail
+
+// Runs `aw` on a private io_context until it completes and returns its value (any T, including
+// Result<T> which has no default constructor).
 template <class T>
 T run(asio::awaitable<T> aw) {
   asio::io_context ctx;
+  auto fut = asio::co_spawn(ctx, detail::as_optional(std::move(aw)), asio::use_future);
+  ctx.run();
+  return std::move(*fut.get());
+}
+
+inline void run(asio::awaitable<void> aw) {
+  asio::io_context ctx;
   auto fut = asio::co_spawn(ctx, std::move(aw), asio::use_future);
   ctx.run();
-  return fut.get();
+  fut.get();
 }
 
 // A scratch directory removed at process exit.
