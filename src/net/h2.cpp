@@ -180,8 +180,6 @@ bool connection_specific(std::string_view name) {
          iequals(name, "http2-settings");
 }
 
-bool value_safe(std::string_view s) { return s.find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos; }
-
 nghttp2_nv nv(std::string_view name, std::string_view value) {
   return {reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
           reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(), value.size(), NGHTTP2_NV_FLAG_NONE};
@@ -442,6 +440,7 @@ bool H2Core::open(Request* upgrade, std::string_view settings_payload) {
   r.body = std::move(upgrade->body);
   r.set_request_id(upgrade->request_id());
   s->headers_done = s->request_done = true;
+  s->deadline_ms = 0;
   s->start_us = mono_us();
   s->match = st_.router.match(r.method, r.path(), &r);
   greeted_ = true;  // the HTTP/1.1 request was the greeting
@@ -727,19 +726,23 @@ bool H2Core::submit(H2Stream& s) {
   std::vector<std::string> names;  // lower-cased: HTTP/2 field names must be
   names.reserve(r.headers.size());
   for (const auto& [k, v] : r.headers) {
-    if (k.empty() || connection_specific(k) || iequals(k, "content-length") || !value_safe(k) || !value_safe(v))
-      continue;
-    std::string& n = names.emplace_back(k);
+    if (connection_specific(k) || iequals(k, "content-length")) continue;
+    std::string n(k);
     for (char& ch : n)
       if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch + 32);
-    nva.push_back(nv(n, v));
+    // Never let a handler's header break the stream (HTTP/1.1 drops CR/LF ones the same way).
+    if (!nghttp2_check_header_name(reinterpret_cast<const uint8_t*>(n.data()), n.size()) ||
+        !nghttp2_check_header_value(reinterpret_cast<const uint8_t*>(v.data()), v.size()))
+      continue;
+    nva.push_back(nv(names.emplace_back(std::move(n)), v));
   }
   nghttp2_data_provider body{};
   body.source.ptr = &s;
   body.read_callback = read_body;
   bool with_body = !bodiless && s.req.method != Method::Head;
   if (nghttp2_submit_response(ng_, s.id, nva.data(), nva.size(), with_body ? &body : nullptr) != 0) return false;
-  // A client that stops reading (or never opens its window) holds the response at most this long.
+  // A client that stops reading (or never opens its window) holds a response at most this long
+  // without progress.
   s.deadline_ms = mono_ms() + st_.opts.write_timeout_ms;
   refresh();
   wake_.notify();
@@ -759,10 +762,15 @@ ssize_t H2Core::read_body(nghttp2_session*, int32_t, uint8_t* buf, size_t length
 
 int H2Core::on_frame_send(nghttp2_session*, const nghttp2_frame* frame, void* self) {
   auto& c = *static_cast<H2Core*>(self);
-  if ((frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) ||
-      !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
-    return 0;
-  if (H2Stream* s = c.stream(frame->hd.stream_id)) c.response_sent(*s);
+  if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) return 0;
+  H2Stream* s = c.stream(frame->hd.stream_id);
+  if (!s) return 0;
+  if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+    c.response_sent(*s);
+  } else if (frame->hd.type == NGHTTP2_DATA) {
+    // A response that keeps moving may take its time; one the client stops taking may not.
+    s->deadline_ms = mono_ms() + c.st_.opts.write_timeout_ms;
+  }
   return 0;
 }
 
@@ -804,8 +812,9 @@ void H2Core::stream_closed(H2Stream& s, uint32_t error_code) {
   if (error_code != NGHTTP2_NO_ERROR && !s.response_done && !goaway_ && !resets_.add(mono_ms()))
     abuse("too many stream resets");
   if (!s.running) release_body(s);
-  nghttp2_session_set_stream_user_data(ng_, s.id, nullptr);
-  streams_.erase(s.id);  // a running handler keeps its own reference
+  int32_t id = s.id;
+  nghttp2_session_set_stream_user_data(ng_, id, nullptr);
+  streams_.erase(id);  // a running handler keeps its own reference; without one, `s` is gone now
   grant_windows();
 }
 
@@ -837,7 +846,7 @@ class H2Session final : public H2Core {
   }
   asio::awaitable<void> read_loop(std::string preread);
   asio::awaitable<void> write_loop();
-  asio::awaitable<void> refuse_upgrade();
+  asio::awaitable<void> refuse_upgrade(const Request& req);
 
   Io io_;
 };
@@ -848,7 +857,7 @@ asio::awaitable<void> H2Session<Io>::run(std::string preread, Request* upgrade) 
   if (upgrade) {
     auto decoded = base64url_decode(upgrade->header("HTTP2-Settings"));
     if (!decoded || decoded->size() % 6 != 0) {
-      co_await refuse_upgrade();
+      co_await refuse_upgrade(*upgrade);
       co_return;
     }
     settings = std::move(*decoded);
@@ -935,13 +944,13 @@ asio::awaitable<void> H2Session<Io>::write_loop() {
 }
 
 template <class Io>
-asio::awaitable<void> H2Session<Io>::refuse_upgrade() {
-  Request req;
-  assign_request_id(req);
+asio::awaitable<void> H2Session<Io>::refuse_upgrade(const Request& req) {
+  // RFC 9113 §3.2.1 (RFC 7540): no upgrade without valid settings; answered in HTTP/1.1.
   Response resp(Error::bad_request("bad_http2_settings", "HTTP2-Settings is not a base64url SETTINGS payload"));
   std::string out = "HTTP/1.1 400 Bad Request\r\nServer: harmar\r\n" + w_.date_line +
                     "Content-Type: application/problem+json\r\nContent-Length: " + std::to_string(resp.body.size()) +
-                    "\r\nConnection: close\r\n\r\n" + resp.body;
+                    "\r\nX-Request-Id: " + std::string(req.request_id()) + "\r\nConnection: close\r\n\r\n" +
+                    resp.body;
   deadline_ms = mono_ms() + st_.opts.write_timeout_ms;
   error_code ec;
   co_await io_.write(out, ec);
@@ -955,6 +964,10 @@ template <class Stream>
 asio::awaitable<void> serve_h2(ServerState& st, Worker& w, Stream stream, std::string remote_ip, std::string preread,
                                Request* upgrade) {
   using Io = typename IoOf<Stream>::type;
+  if constexpr (!Io::kSecure) {
+    error_code ec;
+    stream.non_blocking(true, ec);  // PlainIo reads and writes without blocking first
+  }
   H2Session<Io> session(st, w, Io{std::move(stream), w}, std::move(remote_ip));
   co_await session.run(std::move(preread), upgrade);
 }

@@ -52,6 +52,7 @@ void add_routes(net::Router& r) {
     resp.header("X-Custom", "yes");
     resp.header("Connection", "keep-alive");  // HTTP/1.1-only: must not reach an HTTP/2 client
     resp.header("Cache-Control", "no-store");
+    resp.header("X-Split", "a\r\nx-injected: 1");  // never valid: dropped, not sent
     co_return resp;
   });
 }
@@ -221,7 +222,7 @@ const TlsFiles& tls_files() {
 
 constexpr std::string_view kPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 enum : uint8_t { kData = 0, kHeaders = 1, kPriority = 2, kRst = 3, kSettings = 4, kPing = 6, kGoaway = 7, kWindow = 8 };
-enum : uint8_t { kEndStream = 1, kAck = 1, kEndHeaders = 4 };
+enum : uint8_t { kEndStream = 1, kAck = 1, kEndHeaders = 4, kPadded = 8 };
 constexpr uint32_t kEnhanceYourCalm = 11;
 
 std::string frame(uint8_t type, uint8_t flags, uint32_t stream, std::string_view payload) {
@@ -341,14 +342,21 @@ class RawH2 {
       if (f->type == kGoaway) return f;
     return std::nullopt;
   }
-  // The DATA payload of `stream` up to END_STREAM (answers SETTINGS so the server is happy).
+  // The DATA payload of `stream` up to END_STREAM, acknowledging SETTINGS and opening windows
+  // as a real client would.
   std::optional<std::string> read_body(uint32_t stream, int ms = 5000) {
     std::string body;
     while (auto f = read(ms)) {
       if (f->type == kSettings && !(f->flags & kAck)) send(frame(kSettings, kAck, 0, ""));
       if (f->stream != stream) continue;
       if (f->type == kRst) return std::nullopt;
-      if (f->type == kData) body += f->payload;
+      if (f->type == kData) {
+        body += f->payload;
+        if (!f->payload.empty()) {  // keep the server's send windows open
+          auto n = static_cast<uint32_t>(f->payload.size());
+          send(frame(kWindow, 0, 0, u32(n)) + frame(kWindow, 0, stream, u32(n)));
+        }
+      }
       if ((f->type == kData || f->type == kHeaders) && (f->flags & kEndStream)) return body;
     }
     return std::nullopt;
@@ -365,6 +373,37 @@ class RawH2 {
   std::string buf_;
   bool closed_ = false;
 };
+
+// Sends DATA `frames` on `stream` only as the server's flow-control windows allow, reading its
+// SETTINGS and WINDOW_UPDATEs meanwhile. False when the server stops granting window.
+bool send_within_windows(RawH2& c, uint32_t stream, const std::vector<std::string>& frames) {
+  int64_t conn = 65535, strm = 65535, initial = 65535;
+  for (const auto& f : frames) {
+    auto len = static_cast<int64_t>(f.size() - 9);
+    while (conn < len || strm < len) {
+      auto in = c.read(3000);
+      if (!in) return false;
+      if (in->type == kSettings && !(in->flags & kAck)) {
+        for (std::size_t off = 0; off + 6 <= in->payload.size(); off += 6) {
+          auto id = static_cast<uint8_t>(in->payload[off + 1]);
+          if (id == 4) {
+            int64_t v = in->u32_at(off + 2);
+            strm += v - initial;
+            initial = v;
+          }
+        }
+        c.send(frame(kSettings, kAck, 0, ""));
+      }
+      if (in->type == kWindow && in->stream == 0) conn += in->u32_at(0);
+      if (in->type == kWindow && in->stream == stream) strm += in->u32_at(0);
+      if (in->type == kRst || in->type == kGoaway) return false;
+    }
+    conn -= len;
+    strm -= len;
+    if (!c.send(f)) return false;
+  }
+  return true;
+}
 
 // The server still answers both protocols.
 void expect_alive(const TestServer& s) {
@@ -565,8 +604,8 @@ TEST(Http2, many_concurrent_streams_are_answered_correctly_over_one_connection) 
       EXPECT_EQ(f.body, "{\"id\":\"" + std::to_string(i) + "\"}") << i;
     }
   }
-  // Twenty handlers of 150-210 ms ran side by side, not one after another (4 s).
-  EXPECT_LT(took, 2000);
+  // Twenty handlers of 150-210 ms ran side by side, not one after another (3.6 s).
+  EXPECT_LT(took, 2500);
 }
 
 TEST(Http2, h2c_streams_sent_at_once_are_answered_each_on_its_own_stream) {
@@ -576,7 +615,7 @@ TEST(Http2, h2c_streams_sent_at_once_are_answered_each_on_its_own_stream) {
   RawH2 c(s.port);
   c.greet();
   std::string batch;
-  for (uint32_t i = 0; i < 40; ++i) batch += get_headers(2 * i + 1, i % 2 ? "/items/" + std::to_string(i) : "/slow/" + std::to_string(100 - i));
+  for (uint32_t i = 0; i < 40; ++i) batch += get_headers(2 * i + 1, i % 2 ? "/items/" + std::to_string(i) : "/slow/" + std::to_string(300 - i));
   c.send(batch);
   std::map<uint32_t, std::string> bodies;
   std::set<uint32_t> done;
@@ -588,9 +627,10 @@ TEST(Http2, h2c_streams_sent_at_once_are_answered_each_on_its_own_stream) {
     if (f->type == kData) bodies[f->stream] += f->payload;
     if ((f->type == kData || f->type == kHeaders) && (f->flags & kEndStream)) done.insert(f->stream);
   }
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(1500));
+  // Twenty handlers of about 300 ms each ran side by side, not one after another (6 s).
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(2500));
   for (uint32_t i = 0; i < 40; ++i) {
-    std::string want = i % 2 ? "{\"id\":\"" + std::to_string(i) + "\"}" : "{\"slept\":" + std::to_string(100 - i) + "}";
+    std::string want = i % 2 ? "{\"id\":\"" + std::to_string(i) + "\"}" : "{\"slept\":" + std::to_string(300 - i) + "}";
     EXPECT_EQ(bodies[2 * i + 1], want) << i;
   }
 }
@@ -603,8 +643,9 @@ TEST(Http2, streams_beyond_the_concurrency_limit_wait_their_turn) {
   s.start();
   std::vector<std::string> paths;
   for (int i = 0; i < 24; ++i) paths.push_back("/slow/" + std::to_string(50 + i));
+  // Streams curl opens before it learns the limit are refused (REFUSED_STREAM) and retried,
+  // sometimes on a second connection: what matters is that every request is answered.
   auto out = fetch_all(s, paths);
-  EXPECT_EQ(out.connects, 1);
   for (int i = 0; i < 24; ++i) {
     EXPECT_EQ(out.results[static_cast<std::size_t>(i)].status, 200) << i;
     EXPECT_EQ(out.results[static_cast<std::size_t>(i)].body, "{\"slept\":" + std::to_string(50 + i) + "}") << i;
@@ -631,6 +672,31 @@ TEST(Http2, post_bodies_arrive_whole_with_or_without_a_length) {
   r = fetch(url(s, "/big"), {.body = big, .stream_body = true});
   EXPECT_EQ(r.status, 200) << r.error;
   EXPECT_TRUE(r.body == big) << "echoed " << r.body.size() << " bytes";
+}
+
+TEST(Http2, padding_counts_against_flow_control_and_is_given_back) {
+  TestServer s;
+  add_routes(s.router);
+  s.start();
+  RawH2 c(s.port);
+  c.greet();
+  c.send(frame(kHeaders, kEndHeaders, 1,
+               hpack({{":method", "POST"}, {":scheme", "http"}, {":path", "/big"}, {":authority", "t"}})));
+  // More padding than both windows hold: the upload only completes if padding is credited back.
+  std::vector<std::string> frames;
+  std::string want;
+  for (int i = 0; i < 5000; ++i) {
+    std::string data(200, static_cast<char>('a' + i % 26));
+    want += data;
+    std::string payload(1, static_cast<char>(255));
+    payload += data;
+    payload += std::string(255, '\0');
+    frames.push_back(frame(kData, kPadded | (i == 4999 ? kEndStream : 0), 1, payload));
+  }
+  ASSERT_TRUE(send_within_windows(c, 1, frames));
+  auto body = c.read_body(1);
+  ASSERT_TRUE(body);
+  EXPECT_TRUE(*body == want) << body->size() << " of " << want.size() << " bytes";
 }
 
 TEST(Http2, several_large_uploads_at_once_all_complete) {
@@ -714,6 +780,8 @@ TEST(Http2, response_headers_are_lower_cased_without_connection_specific_ones) {
   EXPECT_EQ(r.header("x-custom"), "yes");
   EXPECT_EQ(r.header("cache-control"), "no-store");
   EXPECT_EQ(r.headers.count("connection"), 0u);
+  EXPECT_EQ(r.headers.count("x-split"), 0u);
+  EXPECT_EQ(r.headers.count("x-injected"), 0u);
 }
 
 // With raw frames, to see the RST_STREAM(NO_ERROR) that stops the upload (RFC 9113 §8.1).
@@ -827,6 +895,27 @@ TEST(Http2, shutdown_finishes_in_flight_streams_then_closes) {
   s.server->wait();
   auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_LT(took, 2500);
+}
+
+TEST(Http2, shutdown_cuts_streams_that_outlast_the_grace_period) {
+  auto o = TestServer::defaults();
+  o.shutdown_timeout_ms = 200;
+  TestServer s(o);
+  add_routes(s.router);
+  s.start();
+  RawH2 c(s.port);
+  c.greet();
+  c.send(get_headers(1, "/slow/60000") + get_headers(3, "/slow/60000"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  auto t0 = std::chrono::steady_clock::now();
+  s.server->shutdown();
+  s.server->wait();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
+  auto g = c.read_until_goaway(2000);
+  ASSERT_TRUE(g);
+  EXPECT_EQ(g->goaway_error(), 0u);
+  EXPECT_FALSE(c.read(1000));
+  EXPECT_TRUE(c.closed());
 }
 
 TEST(Http2, shutdown_sends_goaway_to_an_idle_connection) {
