@@ -9,6 +9,23 @@
 //   auto rows = co_await db.query("SELECT id, name FROM users WHERE email = $1", {email});
 //   if (!rows) co_return rows.error();
 //   for (const Row& r : *rows) use(r.text(0), r.text(1));
+//
+// Two g++ 12 coroutine bugs to avoid (both crash at run time, with no warning):
+// - a co_await placed directly in an if/while/switch/?: condition: write
+//   `auto s = co_await tx->commit(); if (!s) ...` or `if (auto s = co_await ...; !s) ...`;
+// - a brace-initialised aggregate temporary inside a co_await expression (`co_await f(Agg{x})`)
+//   is destroyed twice: give such types a constructor, or build the value before the co_await.
+//
+// Rules both backends keep (tests/unit/store/sql_backend_test.cpp runs one suite against each):
+// - Never blocks the calling event loop. SQLite work runs on the blocking pool; PostgreSQL uses
+//   libpq in non-blocking mode on the caller's io_context. Waiting for the SQLite writer or a
+//   pooled PostgreSQL connection is asynchronous and bounded by Options::busy_timeout_ms (503).
+// - A statement that fails inside a transaction aborts it (as PostgreSQL does): later queries
+//   and commit() fail with 500, and nothing the transaction wrote is kept. Use
+//   `INSERT ... ON CONFLICT DO NOTHING` where a duplicate is expected.
+// - A std::string parameter holding a NUL byte is refused (400 `invalid_text`): PostgreSQL TEXT
+//   cannot store one. Use Bytes for binary data.
+// - query() runs one statement; several ;-separated statements go through exec_script().
 #include <boost/asio/awaitable.hpp>
 
 #include <cstdint>
@@ -16,6 +33,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -26,12 +45,30 @@ namespace harmar::store {
 namespace asio = boost::asio;
 
 // Raw bytes for a BLOB / BYTEA parameter (a std::string parameter binds as TEXT).
+// Deliberately not an aggregate: g++ 12 destroys a brace-initialised aggregate temporary twice
+// when it appears inside a co_await expression, as in `co_await db.exec(sql, {Bytes{b}})`.
 struct Bytes {
+  Bytes() = default;
+  explicit Bytes(std::string d) : data(std::move(d)) {}
   std::string data;
 };
 
 using Param = std::variant<std::nullptr_t, int64_t, double, bool, std::string, Bytes>;
-using Params = std::vector<Param>;
+// A std::vector<Param> that is built from a braced list *without* a std::initializer_list:
+// g++ 12 rejects an initializer_list temporary inside a co_await expression ("array used as
+// initializer"), which would break the intended `co_await db.query(sql, {a, b})`. Everything
+// else about it is the vector.
+class Params : public std::vector<Param> {
+ public:
+  Params() = default;
+  Params(std::vector<Param> v) : std::vector<Param>(std::move(v)) {}  // NOLINT: implicit by design
+  template <class... A>
+    requires(sizeof...(A) > 0 && (std::is_constructible_v<Param, A&&> && ...))
+  Params(A&&... values) {  // NOLINT: implicit by design
+    reserve(sizeof...(A));
+    (emplace_back(std::forward<A>(values)), ...);
+  }
+};
 
 // nullopt binds NULL.
 template <class T>
@@ -44,6 +81,9 @@ class Rows;
 
 // One row of a result; valid while its Rows lives. Getters convert between the backends' text
 // and native forms (PostgreSQL "t"/"f" and SQLite 0/1 are both bools; bytea hex decodes).
+// The PostgreSQL backend already turns bool, integer and float columns into native cells and
+// decodes bytea when it builds the Rows, so a cell reads the same whichever backend made it;
+// text cells ("t", "42", "1.5") still convert, for columns of other types (numeric, unknown).
 class Row {
  public:
   Row(const Rows* rows, std::size_t index) : rows_(rows), index_(index) {}
@@ -52,7 +92,7 @@ class Row {
   double real(std::size_t col) const;
   bool boolean(std::size_t col) const;
   std::string text(std::size_t col) const;  // "" for NULL
-  std::string bytes(std::size_t col) const;
+  std::string bytes(std::size_t col) const;  // a BLOB / BYTEA column as raw bytes
   std::optional<int64_t> opt_integer(std::size_t col) const;
   std::optional<std::string> opt_text(std::size_t col) const;
   std::size_t size() const;
@@ -105,8 +145,11 @@ enum class Backend { Sqlite, Postgres };
 
 // Errors from the store carry these codes:
 //   "conflict" (409)     a unique or exclusion constraint was violated
-//   "unavailable" (503)  the database cannot be reached or is busy past the deadline
+//   "unavailable" (503)  the database cannot be reached or is busy past the deadline (also: a
+//                        broken connection, PostgreSQL serialization failure / deadlock / lock
+//                        timeout / statement timeout, SQLITE_BUSY)
 //   "internal" (500)     anything else (the SQL error is logged, never sent to clients)
+//   "invalid_text" (400) a text parameter held a NUL byte (see above)
 class Querier {
  public:
   virtual ~Querier() = default;
@@ -117,18 +160,30 @@ class Querier {
 
 // A transaction holds one connection until commit() or rollback(). Dropping it without either
 // rolls back (the connection is cleaned before anyone else uses it).
+// Use it from one coroutine at a time, on the event loop that began it. While it is open, write
+// through it, not through the Database: on SQLite the Database would wait for this very writer
+// (and fail with 503 after busy_timeout_ms).
 class Transaction : public Querier {
  public:
   virtual asio::awaitable<Status> commit() = 0;
   virtual asio::awaitable<Status> rollback() = 0;
+  // Runs several ;-separated statements without parameters (schema changes, migrations). On
+  // PostgreSQL this is the simple-query protocol.
+  virtual asio::awaitable<Status> exec_script(std::string_view sql) = 0;
 };
 
 class Database : public Querier {
  public:
-  // Opens (and for SQLite creates, with its directory) the database at `url`.
+  // Opens (and for SQLite creates, with its directory) the database at `url`:
+  //   sqlite://./data/harmar.db   sqlite:///abs/path.db   sqlite://:memory: (tests; no readers)
+  //   postgres://… or postgresql://… (a libpq URI, e.g. ?options=-csearch_path%3Dmyschema)
+  // SQLite files are opened here, synchronously: call open() at startup, not from a request.
+  // PostgreSQL connects lazily, per event loop, on first use.
   struct Options {
-    int pool_per_worker = 4;  // PostgreSQL connections per event loop
+    int pool_per_worker = 4;  // PostgreSQL connections per event loop (per io_context)
     int sqlite_readers = 4;   // SQLite read connections besides the one writer
+    // SQLite busy timeout; also the bound on waiting for the SQLite writer, for a pooled
+    // PostgreSQL connection, and on connecting to PostgreSQL (503 `unavailable` after it).
     int busy_timeout_ms = 5000;
   };
   static Result<std::unique_ptr<Database>> open(const std::string& url, const Options& opts);
@@ -138,6 +193,8 @@ class Database : public Querier {
   virtual asio::awaitable<Result<std::unique_ptr<Transaction>>> begin() = 0;
   // A trivial round trip, for /readyz.
   virtual asio::awaitable<Status> ping() = 0;
+  // As Transaction::exec_script, outside a transaction (each statement commits on its own).
+  virtual asio::awaitable<Status> exec_script(std::string_view sql) = 0;
   // The URL with any password removed, for logs.
   virtual std::string describe() const = 0;
 };
@@ -156,7 +213,12 @@ struct ModuleMigrations {
 };
 
 // Applies the pending migrations of every module, each in its own transaction, recording them
-// in `schema_migrations`. Refuses (409 `schema_too_new`) a database that a newer harmar migrated.
+// in `schema_migrations(module, version, name, applied_at)` (applied_at in Unix ms). Refuses
+// (409 `schema_too_new`) a database that a newer harmar migrated. Safe to run from several
+// processes at once: on PostgreSQL each step takes a transaction-scoped advisory lock, on SQLite
+// BEGIN IMMEDIATE serialises them; a step another process applied meanwhile is skipped.
+// Steps must have strictly increasing versions >= 1 (500 otherwise); an empty SQL text for the
+// current backend is a no-op step that is still recorded.
 asio::awaitable<Status> migrate(Database& db, const std::vector<ModuleMigrations>& modules);
 
 }  // namespace harmar::store
