@@ -361,6 +361,23 @@ class RawH2 {
     }
     return std::nullopt;
   }
+  // Raw bytes up to and including `end` (an HTTP/1.1 head before an upgrade).
+  std::optional<std::string> read_until(std::string_view end, int ms = 3000) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    while (buf_.find(end) == std::string::npos) {
+      if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
+      pollfd pfd{sock_.native_handle(), POLLIN, 0};
+      if (poll(&pfd, 1, 50) <= 0) continue;
+      char tmp[4096];
+      ssize_t n = ::recv(sock_.native_handle(), tmp, sizeof tmp, 0);
+      if (n <= 0) return std::nullopt;
+      buf_.append(tmp, static_cast<std::size_t>(n));
+    }
+    auto k = buf_.find(end) + end.size();
+    std::string head = buf_.substr(0, k);
+    buf_.erase(0, k);
+    return head;
+  }
   bool closed() const { return closed_; }
 
  private:
@@ -449,6 +466,34 @@ TEST(Http2, h2c_upgrade_answers_the_upgrading_request_and_keeps_the_connection) 
   ASSERT_EQ(r.code, CURLE_OK) << r.error;
   EXPECT_EQ(r.version, CURL_HTTP_VERSION_2_0);
   EXPECT_EQ(r.body, R"({"id":"second"})");
+}
+
+TEST(Http2, an_upgrading_post_brings_its_body_to_stream_1) {
+  TestServer s;
+  s.router.post("/who", describe_request());
+  s.start();
+  RawH2 c(s.port);
+  // HTTP2-Settings: SETTINGS_MAX_CONCURRENT_STREAMS = 100, base64url.
+  c.send("POST /who?q=1 HTTP/1.1\r\nHost: up\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+         "HTTP2-Settings: AAMAAABk\r\nContent-Length: 7\r\nX-Custom: c\r\n\r\npayload");
+  auto head = c.read_until("\r\n\r\n");
+  ASSERT_TRUE(head);
+  EXPECT_EQ(head->substr(0, 34), "HTTP/1.1 101 Switching Protocols\r\n");
+  c.greet();
+  auto body = c.read_body(1);
+  ASSERT_TRUE(body);
+  auto o = boost::json::parse(*body).as_object();
+  EXPECT_EQ(o["body"], "payload");
+  EXPECT_EQ(o["host"], "up");
+  EXPECT_EQ(o["custom"], "c");
+  EXPECT_EQ(o["q"], "1");
+  EXPECT_EQ(o["version"], 20);
+  // Stream 3 is an ordinary HTTP/2 request on the upgraded connection.
+  c.send(frame(kHeaders, kEndHeaders | kEndStream, 3,
+               hpack({{":method", "POST"}, {":scheme", "http"}, {":path", "/who"}, {":authority", "up"}})));
+  body = c.read_body(3);
+  ASSERT_TRUE(body);
+  EXPECT_EQ(boost::json::parse(*body).as_object()["body"], "");
 }
 
 TEST(Http2, a_malformed_http2_settings_upgrade_is_400) {
@@ -588,7 +633,8 @@ TEST(Http2, many_concurrent_streams_are_answered_correctly_over_one_connection) 
   add_routes(s.router);
   s.start();
   std::vector<std::string> paths;
-  for (int i = 0; i < 60; ++i) paths.push_back(i % 3 == 0 ? "/slow/" + std::to_string(150 + i) : "/items/" + std::to_string(i));
+  for (int i = 0; i < 60; ++i)
+    paths.push_back(i % 3 == 0 ? "/slow/" + std::to_string(150 + i) : "/items/" + std::to_string(i));
   auto t0 = std::chrono::steady_clock::now();
   auto out = fetch_all(s, paths);
   auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
@@ -615,7 +661,8 @@ TEST(Http2, h2c_streams_sent_at_once_are_answered_each_on_its_own_stream) {
   RawH2 c(s.port);
   c.greet();
   std::string batch;
-  for (uint32_t i = 0; i < 40; ++i) batch += get_headers(2 * i + 1, i % 2 ? "/items/" + std::to_string(i) : "/slow/" + std::to_string(300 - i));
+  for (uint32_t i = 0; i < 40; ++i)
+    batch += get_headers(2 * i + 1, i % 2 ? "/items/" + std::to_string(i) : "/slow/" + std::to_string(300 - i));
   c.send(batch);
   std::map<uint32_t, std::string> bodies;
   std::set<uint32_t> done;
