@@ -14,6 +14,7 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/stream_traits.hpp>
 
 #include <charconv>
 #include <map>
@@ -964,10 +965,10 @@ template <class Stream>
 asio::awaitable<void> serve_h2(ServerState& st, Worker& w, Stream stream, std::string remote_ip, std::string preread,
                                Request* upgrade) {
   using Io = typename IoOf<Stream>::type;
-  if constexpr (!Io::kSecure) {
-    error_code ec;
-    stream.non_blocking(true, ec);  // PlainIo reads and writes without blocking first
-  }
+  error_code ec;
+  if constexpr (!Io::kSecure) stream.non_blocking(true, ec);  // PlainIo tries without blocking first
+  // Frames are coalesced already; Nagle would only hold back the last one.
+  boost::beast::get_lowest_layer(stream).set_option(tcp::no_delay(true), ec);
   H2Session<Io> session(st, w, Io{std::move(stream), w}, std::move(remote_ip));
   co_await session.run(std::move(preread), upgrade);
 }
