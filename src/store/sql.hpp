@@ -28,6 +28,7 @@
 // - query() runs one statement; several ;-separated statements go through exec_script().
 #include <boost/asio/awaitable.hpp>
 
+#include <cassert>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -102,7 +103,7 @@ class Row {
   std::size_t index_;
 };
 
-// A fully materialised result.
+// A fully materialised result (every row in memory: page large reads with LIMIT).
 class Rows {
  public:
   using Cell = std::variant<std::monostate, int64_t, double, std::string>;
@@ -133,7 +134,10 @@ class Rows {
   iterator begin() const { return {this, 0}; }
   iterator end() const { return {this, size()}; }
 
-  const Cell& cell(std::size_t row, std::size_t col) const { return cells_[row * columns_.size() + col]; }
+  const Cell& cell(std::size_t row, std::size_t col) const {
+    assert(row < size() && col < columns_.size());
+    return cells_[row * columns_.size() + col];
+  }
 
  private:
   std::vector<std::string> columns_;
@@ -177,8 +181,10 @@ class Database : public Querier {
   // Opens (and for SQLite creates, with its directory) the database at `url`:
   //   sqlite://./data/harmar.db   sqlite:///abs/path.db   sqlite://:memory: (tests; no readers)
   //   postgres://… or postgresql://… (a libpq URI, e.g. ?options=-csearch_path%3Dmyschema)
-  // SQLite files are opened here, synchronously: call open() at startup, not from a request.
-  // PostgreSQL connects lazily, per event loop, on first use.
+  // SQLite files are opened here, synchronously: call open() at startup, not from a request
+  // (and destroy the Database at shutdown: closing the last SQLite connection checkpoints).
+  // PostgreSQL connects lazily, per event loop, on first use; a loop's connections close when
+  // its io_context is destroyed or the Database is.
   struct Options {
     int pool_per_worker = 4;  // PostgreSQL connections per event loop (per io_context)
     int sqlite_readers = 4;   // SQLite read connections besides the one writer

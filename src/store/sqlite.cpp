@@ -9,6 +9,7 @@
 // - Each connection caches its prepared statements (LRU). The SQL's $N become ?N first.
 #include <sqlite3.h>
 
+#include <cassert>
 #include <filesystem>
 #include <mutex>
 #include <unordered_map>
