@@ -101,6 +101,7 @@ asio::awaitable<std::optional<Response>> authorize_route(const ServerState& st, 
 
 asio::awaitable<Response> dispatch(const ServerState& st, Request& req, const Match& match, int64_t start_mono_us) {
   Response resp;
+  if (match.route) req.set_route(match.route->pattern);
   if (!match.allowed) {
     resp = Error::not_found("no route for " + std::string(req.method_text()) + " " + std::string(req.path()));
   } else if (!match.route) {

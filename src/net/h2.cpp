@@ -22,7 +22,7 @@
 #include "core/clock.hpp"
 #include "core/log.hpp"
 #include "net/detail/rate_limit.hpp"
-#include "net/detail/sessions.hpp"
+#include "net/detail/transport.hpp"
 
 namespace harmar::net::detail {
 namespace {
@@ -53,83 +53,6 @@ constexpr std::size_t kMaxOutboundAck = 100;
 
 const std::string_view kSwitchingProtocols =
     "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
-
-// --- transports ---------------------------------------------------------------------------
-
-// Plain TCP: a non-blocking read into the worker's scratch buffer; the bytes are fed to nghttp2
-// before the session suspends again, so no buffer is held per connection.
-struct PlainIo {
-  static constexpr bool kSecure = false;
-  tcp::socket sock;
-  Worker& w;
-
-  asio::awaitable<std::string_view> read(error_code& ec) {
-    for (;;) {
-      std::size_t n = sock.read_some(asio::buffer(w.scratch.get(), Worker::kScratch), ec);
-      if (!ec) co_return std::string_view(w.scratch.get(), n);
-      if (ec != asio::error::would_block && ec != asio::error::try_again) co_return std::string_view();
-      co_await sock.async_wait(tcp::socket::wait_read, asio::redirect_error(asio::use_awaitable, ec));
-      if (ec) co_return std::string_view();
-    }
-  }
-
-  asio::awaitable<void> write(std::string_view data, error_code& ec) {
-    std::size_t n = sock.write_some(asio::buffer(data), ec);
-    if (!ec && n == data.size()) co_return;
-    if (ec && ec != asio::error::would_block && ec != asio::error::try_again) co_return;
-    if (ec) n = 0;
-    ec = {};
-    co_await asio::async_write(sock, asio::buffer(data.substr(n)), asio::redirect_error(asio::use_awaitable, ec));
-  }
-
-  void cut() {
-    error_code ignored;
-    sock.close(ignored);
-  }
-  void finish() {
-    error_code ignored;
-    sock.shutdown(tcp::socket::shutdown_send, ignored);
-    sock.close(ignored);
-  }
-};
-
-// TLS: a read may be in flight while other sessions run, so each connection has its own buffer.
-struct TlsIo {
-  static constexpr bool kSecure = true;
-  static constexpr std::size_t kBuf = 16 * 1024;
-  TlsStream stream;
-  Worker& w;
-  std::unique_ptr<char[]> buf = std::make_unique<char[]>(kBuf);
-
-  asio::awaitable<std::string_view> read(error_code& ec) {
-    std::size_t n =
-        co_await stream.async_read_some(asio::buffer(buf.get(), kBuf), asio::redirect_error(asio::use_awaitable, ec));
-    co_return std::string_view(buf.get(), ec ? 0 : n);
-  }
-  asio::awaitable<void> write(std::string_view data, error_code& ec) {
-    co_await asio::async_write(stream, asio::buffer(data), asio::redirect_error(asio::use_awaitable, ec));
-  }
-  void cut() {
-    error_code ignored;
-    stream.lowest_layer().close(ignored);
-  }
-  void finish() {
-    error_code ignored;
-    stream.lowest_layer().shutdown(tcp::socket::shutdown_send, ignored);
-    stream.lowest_layer().close(ignored);
-  }
-};
-
-template <class Stream>
-struct IoOf;
-template <>
-struct IoOf<tcp::socket> {
-  using type = PlainIo;
-};
-template <>
-struct IoOf<TlsStream> {
-  using type = TlsIo;
-};
 
 // A wake-up for one waiting coroutine. Callers check their condition before wait(); since all
 // of a session runs on one thread, a notify() can never fall between that check and the wait.
@@ -964,12 +887,8 @@ asio::awaitable<void> H2Session<Io>::refuse_upgrade(const Request& req) {
 template <class Stream>
 asio::awaitable<void> serve_h2(ServerState& st, Worker& w, Stream stream, std::string remote_ip, std::string preread,
                                Request* upgrade) {
-  using Io = typename IoOf<Stream>::type;
-  error_code ec;
-  if constexpr (!Io::kSecure) stream.non_blocking(true, ec);  // PlainIo tries without blocking first
-  // Frames are coalesced already; Nagle would only hold back the last one.
-  boost::beast::get_lowest_layer(stream).set_option(tcp::no_delay(true), ec);
-  H2Session<Io> session(st, w, Io{std::move(stream), w}, std::move(remote_ip));
+  auto io = make_transport(std::move(stream), w);
+  H2Session<decltype(io)> session(st, w, std::move(io), std::move(remote_ip));
   co_await session.run(std::move(preread), upgrade);
 }
 

@@ -13,7 +13,8 @@
 #include "core/clock.hpp"
 #include "core/log.hpp"
 #include "net/detail/rate_limit.hpp"
-#include "net/detail/sessions.hpp"
+#include "net/detail/request_parser.hpp"
+#include "net/detail/transport.hpp"
 
 namespace harmar::net::detail {
 namespace {
@@ -21,191 +22,6 @@ namespace {
 namespace beast = boost::beast;
 namespace bhttp = beast::http;
 using boost::system::error_code;
-
-// --- transports ---------------------------------------------------------------------------
-
-// Plain TCP: wait for readability, then read into the worker's scratch buffer. The bytes are
-// valid until the session next suspends; the session copies what it keeps.
-struct PlainTransport {
-  static constexpr bool kSecure = false;
-  tcp::socket sock;
-  Worker& w;
-
-  asio::awaitable<std::string_view> read(error_code& ec) {
-    for (;;) {
-      // Read first: only an EAGAIN read proves the socket drained, which guarantees the
-      // edge-triggered reactor reports the next bytes to the wait below.
-      std::size_t n = sock.read_some(asio::buffer(w.scratch.get(), Worker::kScratch), ec);
-      if (!ec) co_return std::string_view(w.scratch.get(), n);
-      if (ec != asio::error::would_block && ec != asio::error::try_again) co_return std::string_view();
-      co_await sock.async_wait(tcp::socket::wait_read, asio::redirect_error(asio::use_awaitable, ec));
-      if (ec) co_return std::string_view();
-    }
-  }
-
-  asio::awaitable<void> write(std::string_view data, error_code& ec) {
-    // Most responses fit the socket buffer: one non-blocking send, no suspension.
-    std::size_t n = sock.write_some(asio::buffer(data), ec);
-    if (!ec && n == data.size()) co_return;
-    if (ec && ec != asio::error::would_block && ec != asio::error::try_again) co_return;
-    if (ec) n = 0;
-    ec = {};
-    co_await asio::async_write(sock, asio::buffer(data.substr(n)), asio::redirect_error(asio::use_awaitable, ec));
-  }
-
-  void cut() {
-    error_code ignored;
-    sock.close(ignored);
-  }
-
-  void finish() {
-    error_code ignored;
-    sock.shutdown(tcp::socket::shutdown_send, ignored);
-    sock.close(ignored);
-  }
-};
-
-// TLS: OpenSSL keeps its own buffers, so each connection reads into a small buffer of its own.
-struct TlsTransport {
-  static constexpr bool kSecure = true;
-  TlsStream stream;
-  Worker& w;
-  std::unique_ptr<char[]> buf = std::make_unique<char[]>(kBuf);
-  static constexpr std::size_t kBuf = 16 * 1024;
-
-  asio::awaitable<std::string_view> read(error_code& ec) {
-    std::size_t n = co_await stream.async_read_some(asio::buffer(buf.get(), kBuf),
-                                                    asio::redirect_error(asio::use_awaitable, ec));
-    co_return std::string_view(buf.get(), ec ? 0 : n);
-  }
-
-  asio::awaitable<void> write(std::string_view data, error_code& ec) {
-    co_await asio::async_write(stream, asio::buffer(data), asio::redirect_error(asio::use_awaitable, ec));
-  }
-
-  void cut() {
-    error_code ignored;
-    stream.lowest_layer().close(ignored);
-  }
-
-  void finish() {
-    // No TLS close_notify round trip: the peer learns of the end from the TCP FIN, as with
-    // most servers; it avoids holding the worker on a client that never answers.
-    error_code ignored;
-    stream.lowest_layer().shutdown(tcp::socket::shutdown_send, ignored);
-    stream.lowest_layer().close(ignored);
-  }
-};
-
-template <class T>
-struct StreamOf;
-template <>
-struct StreamOf<PlainTransport> {
-  using type = tcp::socket;
-  static tcp::socket&& take(PlainTransport& t) { return std::move(t.sock); }
-};
-template <>
-struct StreamOf<TlsTransport> {
-  using type = TlsStream;
-  static TlsStream&& take(TlsTransport& t) { return std::move(t.stream); }
-};
-
-// --- parsing ------------------------------------------------------------------------------
-
-// Beast's request parser, feeding our Request directly: no header container, no body object.
-class RequestParser final : public bhttp::basic_parser<true> {
- public:
-  RequestParser(const ServerState& st, Request& req) : st_(st), req_(req) {
-    header_limit(static_cast<std::uint32_t>(st.opts.header_limit));
-    body_limit(boost::none);  // enforced per route in on_body_init_impl
-    eager(true);
-  }
-
-  Match match;
-  bool expect_continue = false;
-  bool websocket_upgrade = false;
-  bool h2c_upgrade = false;
-  bool body_too_large = false;
-  bool unsupported_coding = false;
-  int64_t limit = 0;
-
- private:
-  void on_request_impl(bhttp::verb, beast::string_view method, beast::string_view target, int version,
-                       error_code& ec) override {
-    req_.set_method(method);
-    req_.set_target(target);
-    req_.version = version;
-  }
-  void on_response_impl(int, beast::string_view, int, error_code& ec) override { ec = bhttp::error::bad_version; }
-
-  void on_field_impl(bhttp::field f, beast::string_view name, beast::string_view value, error_code& ec) override {
-    req_.add_header(name, value);
-    switch (f) {
-      case bhttp::field::transfer_encoding: saw_transfer_encoding_ = true; break;
-      case bhttp::field::expect: expect_continue = iequals(value, "100-continue"); break;
-      case bhttp::field::upgrade:
-        websocket_upgrade = iequals(value, "websocket");
-        h2c_upgrade = iequals(value, "h2c");
-        break;
-      default: break;
-    }
-  }
-
-  void on_header_impl(error_code& ec) override {
-    // RFC 9112 §6.1: a Transfer-Encoding we cannot frame by (anything not ending in chunked)
-    // would leave the message length unknown, a classic smuggling vector. Refuse it.
-    if (saw_transfer_encoding_ && !chunked()) {
-      unsupported_coding = true;
-      ec = bhttp::error::bad_transfer_encoding;
-      return;
-    }
-    match = st_.router.match(req_.method, req_.path(), &req_);
-    limit = body_limit_for(st_, match);
-    // Refuse on the declared length alone, before a byte of the body is read.
-    if (auto length = content_length(); length && *length > static_cast<std::uint64_t>(limit)) {
-      body_too_large = true;
-      ec = bhttp::error::body_limit;
-    }
-  }
-
-  void on_body_init_impl(const boost::optional<std::uint64_t>& length, error_code& ec) override {
-    if (length && *length > static_cast<std::uint64_t>(limit)) {
-      body_too_large = true;
-      ec = bhttp::error::body_limit;
-      return;
-    }
-    if (length) req_.body.reserve(static_cast<std::size_t>(*length));
-  }
-
-  std::size_t on_body_impl(beast::string_view body, error_code& ec) override { return append(body, ec); }
-
-  void on_chunk_header_impl(std::uint64_t size, beast::string_view, error_code& ec) override {
-    if (req_.body.size() + size > static_cast<std::uint64_t>(limit)) {
-      body_too_large = true;
-      ec = bhttp::error::body_limit;
-    }
-  }
-
-  std::size_t on_chunk_body_impl(std::uint64_t, beast::string_view body, error_code& ec) override {
-    return append(body, ec);
-  }
-
-  void on_finish_impl(error_code&) override {}
-
-  std::size_t append(std::string_view body, error_code& ec) {
-    if (req_.body.size() + body.size() > static_cast<std::size_t>(limit)) {
-      body_too_large = true;
-      ec = bhttp::error::body_limit;
-      return 0;
-    }
-    req_.body.append(body);
-    return body.size();
-  }
-
-  const ServerState& st_;
-  Request& req_;
-  bool saw_transfer_encoding_ = false;
-};
 
 // --- serialising --------------------------------------------------------------------------
 
@@ -429,7 +245,7 @@ asio::awaitable<void> Http1Session<T>::run() {
         co_return;
       }
       if (!co_await flush()) co_return;
-      co_await serve_websocket(st_, w_, StreamOf<T>::take(t_), req_, *m.route);
+      co_await serve_websocket(st_, w_, t_.take(), req_, *m.route);
       co_return;
     }
     if (upgrade && parser.h2c_upgrade && req_.has_header("HTTP2-Settings") && !T::kSecure) {
@@ -458,27 +274,21 @@ asio::awaitable<void> Http1Session<T>::run() {
 
 template <class T>
 asio::awaitable<void> Http1Session<T>::upgrade_to_h2(std::string preread, Request* upgrade) {
+  deadline_ms = 0;  // the HTTP/2 session keeps its own deadlines from here
   std::string ip(req_.remote_ip());
-  co_await serve_h2(st_, w_, StreamOf<T>::take(t_), std::move(ip), std::move(preread), upgrade);
+  co_await serve_h2(st_, w_, t_.take(), std::move(ip), std::move(preread), upgrade);
 }
 
 }  // namespace
 
-template <>
-asio::awaitable<void> serve_http1<tcp::socket>(ServerState& st, Worker& w, tcp::socket sock, std::string remote_ip) {
-  error_code ec;
-  sock.non_blocking(true, ec);
-  sock.set_option(tcp::no_delay(true), ec);
-  PlainTransport t{std::move(sock), w};
-  Http1Session<PlainTransport> session(st, w, t, std::move(remote_ip));
+template <class Stream>
+asio::awaitable<void> serve_http1(ServerState& st, Worker& w, Stream stream, std::string remote_ip) {
+  auto t = make_transport(std::move(stream), w);
+  Http1Session<decltype(t)> session(st, w, t, std::move(remote_ip));
   co_await session.run();
 }
 
-template <>
-asio::awaitable<void> serve_http1<TlsStream>(ServerState& st, Worker& w, TlsStream stream, std::string remote_ip) {
-  TlsTransport t{std::move(stream), w};
-  Http1Session<TlsTransport> session(st, w, t, std::move(remote_ip));
-  co_await session.run();
-}
+template asio::awaitable<void> serve_http1<tcp::socket>(ServerState&, Worker&, tcp::socket, std::string);
+template asio::awaitable<void> serve_http1<TlsStream>(ServerState&, Worker&, TlsStream, std::string);
 
 }  // namespace harmar::net::detail

@@ -78,6 +78,7 @@ asio::awaitable<void> serve_connection(ServerState& st, Worker& w, tcp::socket s
     co_await serve_http1(st, w, std::move(sock), std::move(ip));
     co_return;
   }
+  sock.set_option(tcp::no_delay(true), ec);
   TlsStream stream(std::move(sock), *st.tls);
   // The handshake is bounded like a request header: a client that stalls it is cut off.
   struct Handshake final : Connection {
