@@ -176,6 +176,11 @@ Result<Value> convert(const Key& k, std::string_view text) {
 void walk_yaml(const Schema& schema, const YAML::Node& node, const std::string& prefix,
                std::vector<std::pair<const Key*, Value>>& out, std::vector<FieldError>& errors) {
   for (const auto& it : node) {
+    if (!it.first.IsScalar()) {
+      errors.push_back({prefix.empty() ? "(top level)" : prefix, "keys must be plain names (line " +
+                                                                    std::to_string(it.first.Mark().line + 1) + ")"});
+      continue;
+    }
     std::string name = it.first.as<std::string>();
     std::string full = prefix.empty() ? name : prefix + "." + name;
     const YAML::Node& v = it.second;
@@ -238,7 +243,11 @@ Result<std::vector<std::pair<const Key*, Value>>> read_yaml(const Schema& schema
   if (root.IsNull()) return out;
   if (!root.IsMap()) return Error::validation("configuration file " + file + " must be a mapping of keys");
   std::vector<FieldError> errors;
-  walk_yaml(schema, root, "", out, errors);
+  try {
+    walk_yaml(schema, root, "", out, errors);
+  } catch (const YAML::Exception& e) {
+    return Error::validation("configuration file " + file + " has an unexpected structure: " + e.what());
+  }
   if (!errors.empty()) {
     std::string detail = file + ": ";
     for (std::size_t i = 0; i < errors.size(); ++i) detail += (i ? "; " : "") + errors[i].field + " " + errors[i].message;

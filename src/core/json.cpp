@@ -190,7 +190,10 @@ js::value node_to_json(const YAML::Node& n, int depth) {
     }
     case YAML::NodeType::Map: {
       js::object o;
-      for (const auto& kv : n) o[kv.first.as<std::string>()] = node_to_json(kv.second, depth + 1);
+      for (const auto& kv : n) {
+        if (!kv.first.IsScalar()) throw YAML::Exception(kv.first.Mark(), "mapping keys must be scalars");
+        o[kv.first.as<std::string>()] = node_to_json(kv.second, depth + 1);
+      }
       return o;
     }
     default: return nullptr;
