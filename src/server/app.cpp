@@ -1,0 +1,168 @@
+#include "server/app.hpp"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_future.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/blocking.hpp"
+#include "core/log.hpp"
+#include "core/metrics.hpp"
+#include "net/server.hpp"
+#include "server/services.hpp"
+#include "server/system_api.hpp"
+
+namespace harmar::server {
+
+namespace asio = boost::asio;
+
+config::Schema full_schema() {
+  // Modules add their keys here as they arrive.
+  return config::core_schema();
+}
+
+namespace {
+
+log::Options log_options(const config::Config& cfg) {
+  return {cfg.get_string("log.format"), cfg.get_string("log.level"), cfg.get_map("log.levels")};
+}
+
+// Every module's schema migrations, in dependency order.
+std::vector<store::ModuleMigrations> all_migrations() { return {}; }
+
+std::string database_url(const config::Config& cfg) {
+  std::string url = cfg.get_string("db");
+  if (url.empty()) url = "sqlite://" + cfg.get_string("data_dir") + "/harmar.db";
+  return url;
+}
+
+// Runs a coroutine to completion on `ioc` from a plain thread (startup work before the server runs).
+template <class T>
+T run_on(asio::io_context& ioc, asio::awaitable<T> aw) {
+  auto fut = asio::co_spawn(ioc, std::move(aw), asio::use_future);
+  ioc.restart();
+  ioc.run();
+  return fut.get();
+}
+
+bool write_port_file(const std::string& path, uint16_t port) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << port << "\n";
+    if (!out) return false;
+  }
+  return std::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+struct Storage {
+  std::unique_ptr<store::Database> db;
+  std::unique_ptr<store::PubSub> pubsub;
+  std::unique_ptr<store::Kv> kv;
+  std::unique_ptr<store::BlobStore> blobs;
+};
+
+Result<Storage> open_storage(const config::Config& cfg) {
+  std::error_code ec;
+  std::filesystem::create_directories(cfg.get_string("data_dir"), ec);
+  if (ec) return Error::unavailable("cannot create data_dir " + cfg.get_string("data_dir") + ": " + ec.message());
+  Storage s;
+  store::Database::Options dbo;
+  dbo.pool_per_worker = static_cast<int>(cfg.get_int("db_pool"));
+  HARMAR_TRY(s.db, store::Database::open(database_url(cfg), dbo));
+  HARMAR_TRY(s.pubsub, store::PubSub::open(cfg.get_string("redis")));
+  HARMAR_TRY(s.kv, store::Kv::open(cfg.get_string("redis")));
+  HARMAR_TRY(s.blobs, store::BlobStore::open(cfg.get_string("blobs"), cfg.get_string("data_dir")));
+  return s;
+}
+
+}  // namespace
+
+int serve(const config::Config& cfg, const RunOptions& run) {
+  // Signals are taken by sigwait() below; every thread created from here on inherits the mask.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  log::init(log_options(cfg));
+  auto logger = log::get("server");
+  if (cfg.get_int("blocking_threads") > 0) set_blocking_threads(static_cast<std::size_t>(cfg.get_int("blocking_threads")));
+
+  // Startup work (migrations) runs on this context; it lives as long as the storage may use it.
+  asio::io_context control;
+  auto storage = open_storage(cfg);
+  if (!storage.ok()) {
+    logger->critical(log::fields({{"msg", "cannot open storage"}, {"error", storage.error().detail}}));
+    return 1;
+  }
+  Storage& st = *storage;
+  auto migrated = run_on(control, store::migrate(*st.db, all_migrations()));
+  if (!migrated.ok()) {
+    logger->critical(log::fields({{"msg", "migrations failed"}, {"error", migrated.error().detail}}));
+    return 1;
+  }
+
+  net::Router router;
+  Services services{cfg, *st.db, *st.pubsub, *st.kv, *st.blobs};
+  install_system_routes(router, services);
+  metrics::register_process_metrics(metrics::registry());
+
+  net::Server server(net::ServerOptions::from(cfg), router);
+  if (auto started = server.start(); !started.ok()) {
+    logger->critical(log::fields({{"msg", "cannot start the server"}, {"error", started.error().detail}}));
+    return 1;
+  }
+  if (!run.port_file.empty() && !write_port_file(run.port_file, server.port())) {
+    logger->critical(log::fields({{"msg", "cannot write the port file"}, {"path", run.port_file}}));
+    server.shutdown();
+    server.wait();
+    return 1;
+  }
+  logger->info(log::fields({{"msg", "storage"}, {"db", st.db->describe()}, {"redis", cfg.get_string("redis").empty() ? "in-process" : "configured"}}));
+
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  logger->info(log::fields({{"msg", "shutting down"}, {"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}}));
+  server.shutdown();
+  server.wait();
+  // Storage goes before the server object: its connections may belong to the workers' loops.
+  st.blobs.reset();
+  st.kv.reset();
+  st.pubsub.reset();
+  st.db.reset();
+  stop_blocking_pool();
+  logger->info(log::fields({{"msg", "stopped"}}));
+  logger->flush();
+  return 0;
+}
+
+int migrate(const config::Config& cfg) {
+  log::init(log_options(cfg));
+  auto logger = log::get("server");
+  asio::io_context control;
+  store::Database::Options dbo;
+  auto db = store::Database::open(database_url(cfg), dbo);
+  if (!db.ok()) {
+    logger->critical(log::fields({{"msg", "cannot open the database"}, {"error", db.error().detail}}));
+    return 1;
+  }
+  auto migrated = run_on(control, store::migrate(**db, all_migrations()));
+  if (!migrated.ok()) {
+    logger->critical(log::fields({{"msg", "migrations failed"}, {"error", migrated.error().detail}}));
+    return 1;
+  }
+  logger->info(log::fields({{"msg", "database is up to date"}, {"db", (*db)->describe()}}));
+  db->reset();
+  stop_blocking_pool();
+  return 0;
+}
+
+}  // namespace harmar::server
