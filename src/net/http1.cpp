@@ -113,7 +113,12 @@ class Http1Session final : public Connection {
   asio::awaitable<void> run();
 
  private:
+  enum class Flush { Done, Pending, Failed };
+  // Writes the queued responses if the socket takes them now (no suspension, the common case).
+  Flush flush_now();
+  // Writes the queued responses, suspending as needed; false if the connection failed.
   asio::awaitable<bool> flush();
+  void written();
   asio::awaitable<void> answer_and_close(const Error& e);
   asio::awaitable<void> upgrade_to_h2(std::string preread, Request* upgrade);
 
@@ -127,17 +132,40 @@ class Http1Session final : public Connection {
 };
 
 template <class T>
-asio::awaitable<bool> Http1Session<T>::flush() {
-  if (out_.empty()) co_return true;
-  deadline_ms = mono_ms() + st_.opts.write_timeout_ms;
-  error_code ec;
-  co_await t_.write(out_, ec);
-  deadline_ms = 0;
+void Http1Session<T>::written() {
   if (out_.capacity() > 256 * 1024) {
     std::string().swap(out_);
   } else {
     out_.clear();
   }
+}
+
+template <class T>
+typename Http1Session<T>::Flush Http1Session<T>::flush_now() {
+  if (out_.empty()) return Flush::Done;
+  error_code ec;
+  std::size_t n = t_.write_now(out_, ec);
+  if (!ec) {
+    written();
+    return Flush::Done;
+  }
+  if (ec != asio::error::would_block) return Flush::Failed;
+  out_.erase(0, n);
+  return Flush::Pending;
+}
+
+template <class T>
+asio::awaitable<bool> Http1Session<T>::flush() {
+  switch (flush_now()) {
+    case Flush::Done: co_return true;
+    case Flush::Failed: co_return false;
+    case Flush::Pending: break;
+  }
+  deadline_ms = w_.deadline_after(st_.opts.write_timeout_ms);
+  error_code ec;
+  co_await t_.write(out_, ec);
+  deadline_ms = 0;
+  written();
   co_return !ec;
 }
 
@@ -153,7 +181,7 @@ template <class T>
 asio::awaitable<void> Http1Session<T>::run() {
   if constexpr (!T::kSecure) {
     // h2c with prior knowledge: the client opens with the HTTP/2 preface instead of a request.
-    deadline_ms = mono_ms() + st_.opts.header_timeout_ms;
+    deadline_ms = w_.deadline_after(st_.opts.header_timeout_ms);
     for (;;) {
       error_code ec;
       std::string_view chunk = co_await t_.read(ec);
@@ -177,7 +205,7 @@ asio::awaitable<void> Http1Session<T>::run() {
     RequestParser parser(st_, req_);
     idle = pending_.empty();
     if (idle && (draining || w_.draining)) break;
-    deadline_ms = mono_ms() + (idle ? st_.opts.idle_timeout_ms : st_.opts.header_timeout_ms);
+    deadline_ms = w_.deadline_after(idle ? st_.opts.idle_timeout_ms : st_.opts.header_timeout_ms);
     bool need_more = pending_.empty();
     bool header_seen = false;
     int64_t start_us = 0;
@@ -188,15 +216,32 @@ asio::awaitable<void> Http1Session<T>::run() {
         data = pending_;
       } else {
         // Nothing parseable is buffered: answer what is pipelined before waiting on the client.
-        if (!out_.empty() && !co_await flush()) co_return;
-        std::string_view chunk = co_await t_.read(ec);
+        if (Flush f = flush_now(); f != Flush::Done) {
+          if (f == Flush::Failed) co_return;
+          bool flushed = co_await flush();
+          if (!flushed) co_return;
+        }
+        std::string_view chunk = t_.read_now(ec);
+        while (ec == asio::error::would_block) {
+          ec = {};
+          if constexpr (T::kSecure) {
+            chunk = co_await t_.read(ec);
+          } else {
+            // Inline rather than through read(): no coroutine frame per request.
+            co_await t_.sock.async_wait(tcp::socket::wait_read, asio::redirect_error(asio::use_awaitable, ec));
+            if (!ec) {
+              t_.drained = false;
+              chunk = t_.read_now(ec);
+            }
+          }
+        }
         if (ec || chunk.empty()) {
           t_.cut();
           co_return;
         }
         if (idle) {
           idle = false;
-          deadline_ms = mono_ms() + st_.opts.header_timeout_ms;
+          deadline_ms = w_.deadline_after(st_.opts.header_timeout_ms);
         }
         if (pending_.empty()) {
           data = chunk;
@@ -224,7 +269,7 @@ asio::awaitable<void> Http1Session<T>::run() {
       if (parser.is_header_done() && !header_seen) {
         header_seen = true;
         start_us = mono_us();
-        deadline_ms = mono_ms() + st_.opts.body_timeout_ms;
+        deadline_ms = w_.deadline_after(st_.opts.body_timeout_ms);
         if (!parser.is_done() && parser.expect_continue && req_.version == 11) {
           out_ += "HTTP/1.1 100 Continue\r\n\r\n";
           if (!co_await flush()) co_return;
@@ -265,7 +310,11 @@ asio::awaitable<void> Http1Session<T>::run() {
     std::size_t sent = serialize(out_, w_, req_, resp, keep_alive, req_.version);
     record(st_, req_, m, resp, sent, start_us, T::kSecure ? "https/1.1" : "http/1.1");
     if (pending_.empty() || out_.size() > 64 * 1024 || !keep_alive) {
-      if (!co_await flush()) co_return;
+      if (Flush f = flush_now(); f != Flush::Done) {
+        if (f == Flush::Failed) co_return;
+        bool flushed = co_await flush();
+        if (!flushed) co_return;
+      }
     }
   }
   if (!co_await flush()) co_return;

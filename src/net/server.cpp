@@ -42,8 +42,6 @@ using namespace detail;
 using boost::system::error_code;
 using reuse_port = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
 
-constexpr int64_t kTickMs = 250;
-
 Result<tcp::endpoint> parse_listen(const std::string& listen) {
   auto colon = listen.rfind(':');
   if (colon == std::string::npos) return Error::validation("listen must be HOST:PORT, got '" + listen + "'");
@@ -69,15 +67,16 @@ void refresh_date(Worker& w) {
   w.date_line = "Date: " + format_http_date(s) + "\r\n";
 }
 
-// Runs one connection; exceptions end only that connection.
-asio::awaitable<void> serve_connection(ServerState& st, Worker& w, tcp::socket sock) {
+std::string remote_ip(const tcp::socket& sock) {
   error_code ec;
   auto remote = sock.remote_endpoint(ec);
-  std::string ip = ec ? std::string("unknown") : remote.address().to_string();
-  if (!st.tls) {
-    co_await serve_http1(st, w, std::move(sock), std::move(ip));
-    co_return;
-  }
+  return ec ? std::string("unknown") : remote.address().to_string();
+}
+
+// Runs one TLS connection: handshake, then HTTP/1.1 or h2 as ALPN chose. (Plain connections go
+// straight to serve_http1: no frame of this size is held for the life of every connection.)
+asio::awaitable<void> serve_tls_connection(ServerState& st, Worker& w, tcp::socket sock, std::string ip) {
+  error_code ec;
   sock.set_option(tcp::no_delay(true), ec);
   TlsStream stream(std::move(sock), *st.tls);
   // The handshake is bounded like a request header: a client that stalls it is cut off.
@@ -142,7 +141,10 @@ struct Server::Impl {
         continue;
       }
       accepted->inc();
-      asio::co_spawn(w.ioc, serve_connection(state, w, std::move(sock)), [this](std::exception_ptr e) {
+      std::string ip = remote_ip(sock);
+      auto session = state.tls ? serve_tls_connection(state, w, std::move(sock), std::move(ip))
+                               : serve_http1(state, w, std::move(sock), std::move(ip));
+      asio::co_spawn(w.ioc, std::move(session), [this](std::exception_ptr e) {
         if (!e) return;
         try {
           std::rethrow_exception(e);
@@ -158,6 +160,7 @@ struct Server::Impl {
   void on_tick(Worker& w) {
     refresh_date(w);
     int64_t now = mono_ms();
+    w.now_ms = now;
     for (auto it = w.connections.begin(); it != w.connections.end();) {
       Connection& c = *it++;  // cut() may unlink c
       if (c.deadline_ms && now >= c.deadline_ms) c.cut();
@@ -173,7 +176,7 @@ struct Server::Impl {
         return;
       }
     }
-    w.tick.expires_after(std::chrono::milliseconds(kTickMs));
+    w.tick.expires_after(std::chrono::milliseconds(Worker::kTickMs));
     w.tick.async_wait([this, &w](error_code ec) {
       if (!ec || ec == asio::error::operation_aborted) on_tick(w);
     });
@@ -221,6 +224,7 @@ Status Server::start() {
     if (ep.port() == 0) ep.port(acc.local_endpoint().port());
     w->acceptor.emplace(std::move(acc));
     refresh_date(*w);
+    w->now_ms = mono_ms();
     impl_->workers.push_back(std::move(w));
   }
   impl_->port = ep.port();

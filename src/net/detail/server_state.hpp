@@ -49,6 +49,8 @@ struct Worker {
   bool draining = false;
   int64_t force_close_at_ms = 0;  // after shutdown: cut what is left at this monotonic time
   std::string date_line;  // "Date: ...\r\n", refreshed every tick
+  int64_t now_ms = 0;     // monotonic, refreshed every tick: cheap enough for per-request deadlines
+  static constexpr int64_t kTickMs = 250;
   int64_t date_second = 0;
   // Plain reads land here and are parsed before the session suspends again (see http1.cpp).
   static constexpr std::size_t kScratch = 64 * 1024;
@@ -58,6 +60,10 @@ struct Worker {
   std::optional<tcp::acceptor> acceptor;
   asio::steady_timer tick;
   std::thread thread;
+
+  // A deadline `ms` from now, on the tick clock: it fires between `ms` and `ms` plus two ticks
+  // later, which is all a timeout of seconds needs, without a clock read per request.
+  int64_t deadline_after(int64_t ms) const { return now_ms + ms + kTickMs; }
 
   void register_connection(Connection& c) {
     connections.push_back(c);

@@ -13,30 +13,65 @@
 
 namespace harmar::net::detail {
 
+// Each transport offers the same calls: *_now() never suspend (they may report would_block),
+// the coroutines suspend until progress. Sessions try the former first, so the common request
+// costs no coroutine frame for I/O at all.
 struct PlainTransport {
   static constexpr bool kSecure = false;
   tcp::socket sock;
   Worker& w;
+  // Set after a read that left the socket empty: the next read waits for readiness first instead
+  // of paying for a recv that can only say EAGAIN.
+  bool drained = false;
 
-  // The next bytes received, valid until the caller suspends; empty with `ec` set at the end.
+  // Bytes received already, valid until the caller suspends; would_block if none.
+  std::string_view read_now(boost::system::error_code& ec) {
+    if (drained) {
+      ec = asio::error::would_block;
+      return {};
+    }
+    std::size_t n = sock.read_some(asio::buffer(w.scratch.get(), Worker::kScratch), ec);
+    if (ec) {
+      if (ec == asio::error::try_again) ec = asio::error::would_block;
+      drained = ec == asio::error::would_block;
+      return {};
+    }
+    drained = n < Worker::kScratch;
+    return {w.scratch.get(), n};
+  }
+
+  // Waits until read_now() has something to say. Asio re-arms the descriptor for a wait
+  // (epoll_ctl MOD), so bytes that arrived since the last read are reported at once even with
+  // edge-triggered epoll.
+  asio::awaitable<void> wait_readable(boost::system::error_code& ec) {
+    co_await sock.async_wait(tcp::socket::wait_read, asio::redirect_error(asio::use_awaitable, ec));
+    drained = false;
+  }
+
+  // The next bytes received (suspending as needed); empty with `ec` set at the end.
   asio::awaitable<std::string_view> read(boost::system::error_code& ec) {
     for (;;) {
-      // Read first: only an EAGAIN read proves the socket drained, which guarantees the
-      // edge-triggered reactor reports the next bytes to the wait below.
-      std::size_t n = sock.read_some(asio::buffer(w.scratch.get(), Worker::kScratch), ec);
-      if (!ec) co_return std::string_view(w.scratch.get(), n);
-      if (ec != asio::error::would_block && ec != asio::error::try_again) co_return std::string_view();
+      std::string_view got = read_now(ec);
+      if (ec != asio::error::would_block) co_return got;
+      ec = {};
       co_await sock.async_wait(tcp::socket::wait_read, asio::redirect_error(asio::use_awaitable, ec));
       if (ec) co_return std::string_view();
+      drained = false;
     }
   }
 
-  asio::awaitable<void> write(std::string_view data, boost::system::error_code& ec) {
-    // Most writes fit the socket buffer: one non-blocking send, no suspension.
+  // Writes what the socket takes now; would_block (with the count written) if not all of it.
+  std::size_t write_now(std::string_view data, boost::system::error_code& ec) {
     std::size_t n = sock.write_some(asio::buffer(data), ec);
-    if (!ec && n == data.size()) co_return;
-    if (ec && ec != asio::error::would_block && ec != asio::error::try_again) co_return;
-    if (ec) n = 0;
+    if (ec == asio::error::try_again) ec = asio::error::would_block;
+    if (ec) return ec == asio::error::would_block ? 0 : n;
+    if (n < data.size()) ec = asio::error::would_block;
+    return n;
+  }
+
+  asio::awaitable<void> write(std::string_view data, boost::system::error_code& ec) {
+    std::size_t n = write_now(data, ec);
+    if (ec != asio::error::would_block) co_return;
     ec = {};
     co_await asio::async_write(sock, asio::buffer(data.substr(n)), asio::redirect_error(asio::use_awaitable, ec));
   }
@@ -55,6 +90,8 @@ struct PlainTransport {
   tcp::socket&& take() { return std::move(sock); }
 };
 
+// TLS: OpenSSL may hold decrypted bytes and reads may be in flight while other sessions run, so
+// each connection has its own buffer and every read goes through the SSL stream.
 struct TlsTransport {
   static constexpr bool kSecure = true;
   static constexpr std::size_t kBuf = 16 * 1024;
@@ -62,10 +99,22 @@ struct TlsTransport {
   Worker& w;
   std::unique_ptr<char[]> buf = std::make_unique<char[]>(kBuf);
 
+  std::string_view read_now(boost::system::error_code& ec) {
+    ec = asio::error::would_block;
+    return {};
+  }
+
+  asio::awaitable<void> wait_readable(boost::system::error_code& ec) { co_return; }
+
   asio::awaitable<std::string_view> read(boost::system::error_code& ec) {
     std::size_t n =
         co_await stream.async_read_some(asio::buffer(buf.get(), kBuf), asio::redirect_error(asio::use_awaitable, ec));
     co_return std::string_view(buf.get(), ec ? 0 : n);
+  }
+
+  std::size_t write_now(std::string_view, boost::system::error_code& ec) {
+    ec = asio::error::would_block;
+    return 0;
   }
 
   asio::awaitable<void> write(std::string_view data, boost::system::error_code& ec) {

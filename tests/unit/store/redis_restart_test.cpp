@@ -105,6 +105,8 @@ TEST(RedisRestart, kv_and_pubsub_fail_cleanly_while_redis_is_down_and_recover_wi
   EXPECT_EQ(*value, "again");
   // The subscription is made again on the new server without the subscriber doing anything.
   ASSERT_TRUE(wait_until([&] { return loop.run(sub->ready()).ok(); }));
+  // The publishing connection reconnects on its own schedule; wait for it before publishing once.
+  ASSERT_TRUE(wait_until([&] { return loop.run((*ps)->ping()).ok(); }));
   ASSERT_TRUE(loop.run((*ps)->publish("events", "after restart")).ok());
   ASSERT_TRUE(wait_until([&] { return got.size() == 1; }));
   EXPECT_EQ(got.items(), std::vector<std::string>{"after restart"});
