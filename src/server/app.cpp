@@ -7,14 +7,18 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
 
+#include <boost/asio/executor_work_guard.hpp>
+
 #include <filesystem>
+#include <thread>
 #include <fstream>
 
 #include "core/blocking.hpp"
 #include "core/log.hpp"
 #include "core/metrics.hpp"
 #include "net/server.hpp"
-#include "server/services.hpp"
+#include "platform/module.hpp"
+#include "server/modules.hpp"
 #include "server/system_api.hpp"
 
 namespace harmar::server {
@@ -22,8 +26,10 @@ namespace harmar::server {
 namespace asio = boost::asio;
 
 config::Schema full_schema() {
-  // Modules add their keys here as they arrive.
-  return config::core_schema();
+  config::Schema s = config::core_schema();
+  for (const auto& m : all_modules())
+    if (m.configure) m.configure(s);
+  return s;
 }
 
 namespace {
@@ -33,7 +39,12 @@ log::Options log_options(const config::Config& cfg) {
 }
 
 // Every module's schema migrations, in dependency order.
-std::vector<store::ModuleMigrations> all_migrations() { return {}; }
+std::vector<store::ModuleMigrations> all_migrations() {
+  std::vector<store::ModuleMigrations> out;
+  for (auto& m : all_modules())
+    if (!m.migrations.empty()) out.push_back({m.name, std::move(m.migrations)});
+  return out;
+}
 
 std::string database_url(const config::Config& cfg) {
   std::string url = cfg.get_string("db");
@@ -110,20 +121,40 @@ int serve(const config::Config& cfg, const RunOptions& run) {
     return 1;
   }
 
+  // Background work (sweepers, schedulers) gets an event loop of its own.
+  asio::io_context background(1);
+  auto background_work = asio::make_work_guard(background);
+  std::thread background_thread([&background] { background.run(); });
+  auto stop_background = [&] {
+    background_work.reset();
+    background.stop();
+    if (background_thread.joinable()) background_thread.join();
+  };
+
+  platform::EventBus events(*st.pubsub);
+  platform::Services services(cfg, *st.db, *st.pubsub, *st.kv, *st.blobs, events, background);
+  auto modules = all_modules();
+  for (auto& m : modules)
+    if (m.provide) m.provide(services);
   net::Router router;
-  Services services{cfg, *st.db, *st.pubsub, *st.kv, *st.blobs};
   install_system_routes(router, services);
+  for (auto& m : modules)
+    if (m.routes) m.routes(router, services);
   metrics::register_process_metrics(metrics::registry());
 
-  net::Server server(net::ServerOptions::from(cfg), router);
+  net::Server server(net::ServerOptions::from(cfg), router, services.auth);
   if (auto started = server.start(); !started.ok()) {
     logger->critical(log::fields({{"msg", "cannot start the server"}, {"error", started.error().detail}}));
+    stop_background();
     return 1;
   }
+  for (auto& m : modules)
+    if (m.start) m.start(services);
   if (!run.port_file.empty() && !write_port_file(run.port_file, server.port())) {
     logger->critical(log::fields({{"msg", "cannot write the port file"}, {"path", run.port_file}}));
     server.shutdown();
     server.wait();
+    stop_background();
     return 1;
   }
   logger->info(log::fields({{"msg", "storage"}, {"db", st.db->describe()}, {"redis", cfg.get_string("redis").empty() ? "in-process" : "configured"}}));
@@ -133,6 +164,9 @@ int serve(const config::Config& cfg, const RunOptions& run) {
   logger->info(log::fields({{"msg", "shutting down"}, {"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}}));
   server.shutdown();
   server.wait();
+  for (auto it = modules.rbegin(); it != modules.rend(); ++it)
+    if (it->stop) it->stop();
+  stop_background();
   // Storage goes before the server object: its connections may belong to the workers' loops.
   st.blobs.reset();
   st.kv.reset();

@@ -15,7 +15,7 @@ namespace js = boost::json;
 using net::Request;
 using net::Response;
 
-void install_system_routes(net::Router& router, Services& s) {
+void install_system_routes(net::Router& router, platform::Services& s) {
   router.get("/healthz", [](Request&) -> asio::awaitable<Response> {
     co_return Response(200, R"({"status":"ok"})");
   }, {.access_log = false});
@@ -29,6 +29,9 @@ void install_system_routes(net::Router& router, Services& s) {
     auto ps = co_await s.pubsub.ping();
     checks["pubsub"] = ps.ok() ? "ok" : ps.error().detail;
     ready = ready && ps.ok();
+    auto kv = co_await s.kv.ping();
+    checks["kv"] = kv.ok() ? "ok" : kv.error().detail;
+    ready = ready && kv.ok();
     js::object body{{"status", ready ? "ready" : "unavailable"}, {"checks", std::move(checks)}};
     Response r = Response::json(ready ? 200 : 503, body);
     if (!ready) r.header("Retry-After", "1");

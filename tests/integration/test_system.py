@@ -140,7 +140,7 @@ def test_invalid_configuration_is_refused_at_start(tmp):
 def test_postgres_and_redis_backends_are_ready(harmar):
     h = harmar("--db", require_env("HARMAR_TEST_PG_URL"), "--redis", require_env("HARMAR_TEST_REDIS_URL"))
     checks = h.get("/readyz").json()["checks"]
-    assert checks == {"database": "ok", "pubsub": "ok"}
+    assert checks == {"database": "ok", "pubsub": "ok", "kv": "ok"}
 
 
 def test_migrate_command_brings_a_database_up_to_date(tmp):
