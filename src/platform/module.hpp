@@ -25,6 +25,8 @@
 
 namespace harmar::platform {
 
+namespace asio = boost::asio;
+
 class Services {
  public:
   Services(const config::Config& config, store::Database& db, store::PubSub& pubsub, store::Kv& kv,

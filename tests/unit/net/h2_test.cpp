@@ -18,7 +18,7 @@
 #include <thread>
 
 #include "support/test_support.hpp"
-#include "test_client.hpp"
+#include "support/test_client.hpp"
 
 namespace harmar::testing {
 namespace {

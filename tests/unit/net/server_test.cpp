@@ -9,7 +9,7 @@
 #include <future>
 #include <thread>
 
-#include "test_client.hpp"
+#include "support/test_client.hpp"
 
 namespace harmar::testing {
 namespace {

@@ -9,7 +9,7 @@
 #include <future>
 
 #include "net/websocket.hpp"
-#include "test_client.hpp"
+#include "support/test_client.hpp"
 
 namespace harmar::testing {
 namespace {

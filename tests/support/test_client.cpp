@@ -1,4 +1,4 @@
-#include "test_client.hpp"
+#include "support/test_client.hpp"
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/write.hpp>
