@@ -72,9 +72,8 @@ std::string Schema::markdown() const {
 
 Schema core_schema() {
   Schema s;
-  auto workers = std::to_string(std::max(1u, std::thread::hardware_concurrency()));
   s.add({"listen", Type::String, "127.0.0.1:8080", "HOST:PORT the HTTP server binds; port 0 picks a free port"});
-  s.add({"workers", Type::Int, "0", "event-loop threads, each with its own listener; 0 means one per core (" + workers + " here)", 0, 256});
+  s.add({"workers", Type::Int, "0", "event-loop threads, each with its own listener; 0 means one per core", 0, 256});
   s.add({"blocking_threads", Type::Int, "0", "threads for blocking work (SQLite, hashing, files); 0 means 2 x cores, at least 4", 0, 256});
   s.add({"data_dir", Type::String, "./data", "directory for embedded state (SQLite database, blobs)"});
   s.add({"db", Type::String, "", "database URL: sqlite://PATH or postgres://...; empty means sqlite://DATA_DIR/harmar.db"});

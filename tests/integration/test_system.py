@@ -149,3 +149,12 @@ def test_migrate_command_brings_a_database_up_to_date(tmp):
     assert r.returncode == 0, r.stderr + r.stdout
     tables = subprocess.run(["sqlite3", str(db), ".tables"], capture_output=True, text=True).stdout
     assert "schema_migrations" in tables
+
+
+def test_configuration_reference_is_current():
+    """docs/configuration.md is what `harmar config schema` prints (run `make docs` after adding a key)."""
+    import pathlib
+    doc = pathlib.Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+    out = subprocess.run([harmar_bin(), "config", "schema"], capture_output=True, text=True)
+    assert out.returncode == 0
+    assert out.stdout == doc.read_text(), "docs/configuration.md is stale: run `make docs`"
