@@ -111,6 +111,10 @@ std::optional<int64_t> parse_rfc3339(std::string_view s) {
   if (pos != s.size()) return std::nullopt;
   int64_t days = days_from_civil(y, static_cast<unsigned>(mo), static_cast<unsigned>(d));
   int64_t secs = days * 86400 + h * 3600 + mi * 60 + std::min(se, 59) - offset_min * 60;
+  // An offset can push year 0000 or 9999 out of the four-digit range RFC 3339 can write.
+  static const int64_t kMin = days_from_civil(0, 1, 1) * 86400;
+  static const int64_t kMax = days_from_civil(10000, 1, 1) * 86400;
+  if (secs < kMin || secs >= kMax) return std::nullopt;
   return secs * 1000 + ms;
 }
 
