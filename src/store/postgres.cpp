@@ -26,6 +26,7 @@
 #include "core/log.hpp"
 #include "store/detail/async_semaphore.hpp"
 #include "store/detail/lru.hpp"
+#include "store/detail/notify.hpp"
 #include "store/detail/sql_common.hpp"
 
 namespace harmar::store::detail {
@@ -645,6 +646,7 @@ class PgDatabase final : public Database {
   explicit PgDatabase(std::shared_ptr<const Config> cfg) : cfg_(std::move(cfg)) {}
 
   ~PgDatabase() override {
+    listen_thread_.reset();  // stops and joins the listening thread
     std::lock_guard lock(pools_mu_);
     for (auto& weak : pools_)
       if (auto p = weak.lock()) p->close();
@@ -682,6 +684,36 @@ class PgDatabase final : public Database {
     co_return Status{};
   }
 
+  std::unique_ptr<Listener> listen(std::string channel, asio::any_io_executor ex, NotifyHandler on_notify,
+                                   std::function<void()> on_gap) override {
+    if (!check_notify(channel, ""))
+      throw std::invalid_argument("invalid notification channel '" + channel + "'");
+    auto e = std::make_shared<ListenEntry>();
+    e->channel = std::move(channel);
+    e->ex = std::move(ex);
+    e->on_notify = std::move(on_notify);
+    e->on_gap = std::move(on_gap);
+    PgListenThread* thread = nullptr;
+    {
+      std::lock_guard lock(listen_mu_);
+      if (!listen_thread_) listen_thread_ = std::make_unique<PgListenThread>(cfg_->url, cfg_->described, listeners_);
+      thread = listen_thread_.get();
+    }
+    listeners_->add(e);
+    thread->sync();
+    // The thread lives as long as this Database; a listener outliving it is a caller's bug
+    // (the same rule as for any query), so the raw pointer is fine.
+    return std::make_unique<RegistryListener>(listeners_, std::move(e), cfg_->busy_timeout(),
+                                              [thread] { thread->sync(); });
+  }
+
+  asio::awaitable<Status> notify(std::string channel, std::string payload) override {
+    if (auto s = check_notify(channel, payload); !s) co_return s;
+    auto rows = co_await query("SELECT pg_notify($1, $2)", {std::move(channel), std::move(payload)});
+    if (!rows) co_return std::move(rows).error();
+    co_return Status{};
+  }
+
  private:
   // A connection from the pool of the calling coroutine's io_context.
   asio::awaitable<Result<Lease>> lease_connection() {
@@ -699,6 +731,9 @@ class PgDatabase final : public Database {
   }
 
   std::shared_ptr<const Config> cfg_;
+  std::shared_ptr<ListenRegistry> listeners_ = std::make_shared<ListenRegistry>();
+  std::mutex listen_mu_;
+  std::unique_ptr<PgListenThread> listen_thread_;  // started by the first listen()
   std::mutex pools_mu_;
   std::vector<std::weak_ptr<Pool>> pools_;  // to close them when this Database goes
 };

@@ -4,7 +4,8 @@ set(HARMAR_STORE_SQL_SOURCES
   sqlite.cpp
   postgres.cpp
   migrate.cpp
+  notify.cpp
   detail/async_semaphore.cpp)
 # g++ 12 reports asio's coroutine frame allocator as a mismatched new/delete (a false positive).
-set_source_files_properties(sql.cpp sqlite.cpp postgres.cpp migrate.cpp detail/async_semaphore.cpp
+set_source_files_properties(sql.cpp sqlite.cpp postgres.cpp migrate.cpp notify.cpp detail/async_semaphore.cpp
   PROPERTIES COMPILE_OPTIONS -Wno-mismatched-new-delete)

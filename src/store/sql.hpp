@@ -26,10 +26,12 @@
 // - A std::string parameter holding a NUL byte is refused (400 `invalid_text`): PostgreSQL TEXT
 //   cannot store one. Use Bytes for binary data.
 // - query() runs one statement; several ;-separated statements go through exec_script().
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 
 #include <cassert>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -176,6 +178,31 @@ class Transaction : public Querier {
   virtual asio::awaitable<Status> exec_script(std::string_view sql) = 0;
 };
 
+// LISTEN/NOTIFY: a wake-up signal to every node that shares the database ("there is new work
+// for user U"), not a message queue: delivery is at most once, payloads are small, and after a
+// gap (the listening connection was lost and came back) a listener is told so it can re-read
+// what it may have missed.
+//   - PostgreSQL: NOTIFY through the pool (pg_notify); every Database that listen()s keeps one
+//     dedicated connection on a thread of its own that LISTENs, reconnects with backoff, and
+//     posts each notification to the listener's executor. A notification sent inside a
+//     transaction is delivered when it commits (PostgreSQL's rule).
+//   - SQLite: notify() delivers in-process, at once, to this Database's listeners.
+// Channels are 1..63 characters of [a-z0-9_] (a PostgreSQL identifier); payloads are at most
+// kMaxNotifyPayload bytes. Each notification is posted to the listener's executor in arrival order.
+inline constexpr std::size_t kMaxNotifyPayload = 7900;  // PostgreSQL's limit is 8000 bytes
+using NotifyHandler = std::function<void(std::string_view payload)>;
+
+// Stops listening when destroyed; once the destructor has returned on the listener's executor
+// the handlers are not called again.
+class Listener {
+ public:
+  virtual ~Listener() = default;
+  // Completes once notifications sent from now on will be delivered (PostgreSQL: LISTEN is
+  // confirmed on the listening connection); 503 `unavailable` if that did not happen within
+  // busy_timeout_ms (e.g. the database is down; the listener keeps trying in the background).
+  virtual asio::awaitable<Status> ready() = 0;
+};
+
 class Database : public Querier {
  public:
   // Opens (and for SQLite creates, with its directory) the database at `url`:
@@ -203,6 +230,14 @@ class Database : public Querier {
   virtual asio::awaitable<Status> exec_script(std::string_view sql) = 0;
   // The URL with any password removed, for logs.
   virtual std::string describe() const = 0;
+
+  // Calls `on_notify` (on `ex`) for every notification on `channel`, and `on_gap` (if set, on
+  // `ex`) after the listening connection was re-established: notifications sent meanwhile were
+  // lost. Throws std::invalid_argument for a malformed channel (a programming error).
+  virtual std::unique_ptr<Listener> listen(std::string channel, asio::any_io_executor ex, NotifyHandler on_notify,
+                                           std::function<void()> on_gap = {}) = 0;
+  // Wakes every listener of `channel` on every node; 422 for a bad channel or payload.
+  virtual asio::awaitable<Status> notify(std::string channel, std::string payload) = 0;
 };
 
 // Versioned schema changes of one module, per backend. Versions start at 1 and only grow.

@@ -18,6 +18,7 @@
 #include "core/log.hpp"
 #include "store/detail/async_semaphore.hpp"
 #include "store/detail/lru.hpp"
+#include "store/detail/notify.hpp"
 #include "store/detail/sql_common.hpp"
 
 namespace harmar::store::detail {
@@ -264,6 +265,7 @@ struct State {
   std::vector<Connection*> idle_readers;
   std::mutex kinds_mu;
   std::unordered_map<std::string, bool> writes;  // SQL → needs the writer
+  std::shared_ptr<ListenRegistry> listeners = std::make_shared<ListenRegistry>();  // in-process NOTIFY
 
   explicit State(std::size_t nreaders) : reader_slots(nreaders) {}
 
@@ -444,6 +446,26 @@ class SqliteDatabase final : public Database {
   asio::awaitable<Status> ping() override {
     auto rows = co_await query("SELECT 1", {});
     if (!rows) co_return std::move(rows).error();
+    co_return Status{};
+  }
+
+  std::unique_ptr<Listener> listen(std::string channel, asio::any_io_executor ex, NotifyHandler on_notify,
+                                   std::function<void()> on_gap) override {
+    if (!check_notify(channel, ""))
+      throw std::invalid_argument("invalid notification channel '" + channel + "'");
+    auto e = std::make_shared<ListenEntry>();
+    e->channel = std::move(channel);
+    e->ex = std::move(ex);
+    e->on_notify = std::move(on_notify);
+    e->on_gap = std::move(on_gap);  // never called: nothing is lost in-process
+    e->confirmed = true;
+    st_->listeners->add(e);
+    return std::make_unique<RegistryListener>(st_->listeners, std::move(e), st_->busy_timeout(), nullptr);
+  }
+
+  asio::awaitable<Status> notify(std::string channel, std::string payload) override {
+    if (auto s = check_notify(channel, payload); !s) co_return s;
+    st_->listeners->deliver(channel, payload);
     co_return Status{};
   }
 
