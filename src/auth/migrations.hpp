@@ -1,0 +1,11 @@
+#pragma once
+#include <vector>
+
+#include "store/sql.hpp"
+
+namespace harmar::auth {
+
+// The auth module's schema, SQLite and PostgreSQL side by side.
+std::vector<store::Migration> migrations();
+
+}  // namespace harmar::auth
