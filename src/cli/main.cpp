@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "auth/cli.hpp"
 #include "core/config.hpp"
 #include "core/version.hpp"
 #include "server/app.hpp"
@@ -83,6 +84,24 @@ int main(int argc, char** argv) {
 
   auto* version = app.add_subcommand("version", "print the version and build information");
 
+  auto* auth = app.add_subcommand("auth", "manage authentication");
+  auth->require_subcommand(1);
+  ConfigFlags rotate_flags;
+  auto* rotate_keys = auth->add_subcommand("rotate-keys", "make a new access-token signing key (old ones verify until their tokens expire)");
+  rotate_flags.attach(rotate_keys);
+
+  auto* admin = app.add_subcommand("admin", "administer accounts");
+  admin->require_subcommand(1);
+  ConfigFlags create_user_flags;
+  std::string new_email, new_password, new_name;
+  std::vector<std::string> new_roles;
+  auto* create_user = admin->add_subcommand("create-user", "create an account (e.g. the first admin) in the database of the configuration");
+  create_user_flags.attach(create_user);
+  create_user->add_option("--email", new_email, "the account's email address")->required();
+  create_user->add_option("--password", new_password, "its password (8..256 characters, not a common one)")->required();
+  create_user->add_option("--name", new_name, "a display name");
+  create_user->add_option("--role", new_roles, "a role to give it (repeatable; default: user)");
+
   CLI11_PARSE(app, argc, argv);
 
   if (*serve) {
@@ -94,6 +113,18 @@ int main(int argc, char** argv) {
     auto cfg = migrate_flags.load();
     if (!cfg) return 2;
     return harmar::server::migrate(*cfg);
+  }
+  if (*rotate_keys) {
+    auto cfg = rotate_flags.load();
+    if (!cfg) return 2;
+    if (int rc = harmar::server::migrate(*cfg); rc != 0) return rc;
+    return harmar::auth::cli_rotate_keys(*cfg);
+  }
+  if (*create_user) {
+    auto cfg = create_user_flags.load();
+    if (!cfg) return 2;
+    if (int rc = harmar::server::migrate(*cfg); rc != 0) return rc;
+    return harmar::auth::cli_create_user(*cfg, new_email, new_password, new_name, new_roles);
   }
   if (*check) {
     auto st = Config::check_file(harmar::server::full_schema(), check_file);
