@@ -20,6 +20,7 @@
 
 #include "core/result.hpp"
 #include "net/http.hpp"
+#include "net/websocket.hpp"
 
 namespace harmar::metrics {
 class Counter;
@@ -29,8 +30,6 @@ class Histogram;
 namespace harmar::net {
 
 namespace asio = boost::asio;
-
-class WebSocket;
 
 using Handler = std::function<asio::awaitable<Response>(Request&)>;
 // Runs around a handler: may answer itself or call `next`.
@@ -52,6 +51,8 @@ struct RouteOptions {
   int64_t body_limit = -1;  // bytes; -1 takes the server default (limits.body_bytes)
   bool access_log = true;
   std::vector<Middleware> middleware;  // outermost first
+  // For WebSocket routes: message size, send-queue bound and idle timeout (0: the server's).
+  WebSocket::Options websocket{.idle_timeout_ms = 0};
 };
 
 struct AuthHook {

@@ -174,8 +174,8 @@ class WsSession final : public WebSocket, public Connection {
 
 template <class Stream>
 asio::awaitable<void> serve_websocket(ServerState& st, Worker& w, Stream stream, Request& req, const Route& route) {
-  WebSocket::Options opts;
-  opts.idle_timeout_ms = st.opts.idle_timeout_ms;
+  WebSocket::Options opts = route.options.websocket;
+  if (opts.idle_timeout_ms <= 0) opts.idle_timeout_ms = st.opts.idle_timeout_ms;
   WsSession<Stream> session(w, std::move(stream), opts);
   session.deadline_ms = mono_ms() + st.opts.header_timeout_ms;
   if (!co_await session.accept(req, st.opts.header_timeout_ms)) co_return;
