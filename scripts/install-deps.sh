@@ -10,6 +10,7 @@ build_pkgs=(
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   libssl-dev libnghttp2-dev libsqlite3-dev libpq-dev libhiredis-dev libsodium-dev
   libspdlog-dev libfmt-dev libcli11-dev libyaml-cpp-dev libcurl4-openssl-dev
+  libkainjow-mustache-dev libpng-dev
 )
 # Tests: GoogleTest, the real services the integration tests start, and the protocol clients
 # they talk through (curl for HTTP/1.1 and h2, nghttp for h2c, python3-websockets for WebSocket,
@@ -18,18 +19,34 @@ build_pkgs=(
 test_pkgs=(
   libgtest-dev libgmock-dev clang libfuzzer-14-dev libclang-rt-14-dev
   postgresql redis-server nghttp2-client python3 python3-pytest python3-websockets prometheus openssl
+  python3-aiosmtpd python3-cryptography
 )
 # Benchmarks: the load generators and the peers they compare against.
 bench_pkgs=(libbenchmark-dev wrk nginx-light hyperfine)
 
 want=("${build_pkgs[@]}" "${test_pkgs[@]}")
 [[ "${HARMAR_BENCH_DEPS:-1}" == 1 ]] && want+=("${bench_pkgs[@]}")
+# Node runs the npm test services (below); Debian's nodejs/npm only when no node is installed.
+command -v node >/dev/null && command -v npm >/dev/null || want+=(nodejs npm)
+
+# npm modules for the test services (tests/services/package.json, pinned by its package-lock.json),
+# installed into tests/services/node_modules; `npm ci` runs again only when the lock changed.
+npm_deps() {
+  local dir stamp
+  dir="$(cd "$(dirname "$0")/.." && pwd)/tests/services"
+  stamp="$dir/node_modules/.package-lock.sha256"
+  [[ -f $dir/package-lock.json ]] || return 0
+  if [[ -f $stamp ]] && (cd "$dir" && sha256sum --status -c "$stamp" 2>/dev/null); then return 0; fi
+  echo "install-deps: npm ci in tests/services"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) && (cd "$dir" && sha256sum package-lock.json >"$stamp")
+}
 
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 if ((${#missing[@]} == 0)); then
+  npm_deps
   echo "install-deps: everything is installed"
   exit 0
 fi
@@ -51,4 +68,5 @@ fi
 trap '[[ $policy_added == 1 ]] && $sudo rm -f /usr/sbin/policy-rc.d' EXIT
 $sudo apt-get update -qq || $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+npm_deps
 echo "install-deps: done"

@@ -7,12 +7,16 @@
 #   scripts/test-services.sh stop  [STATE_DIR]
 #   scripts/test-services.sh status [STATE_DIR]
 #
-# Tests read the URLs from the environment: HARMAR_TEST_PG_URL, HARMAR_TEST_REDIS_URL.
+# Tests read the URLs from the environment: HARMAR_TEST_PG_URL, HARMAR_TEST_REDIS_URL,
+# HARMAR_TEST_SMTP_URL + HARMAR_TEST_SMTP_DIR (an SMTP sink saving each mail as a file in DIR/new),
+# HARMAR_TEST_OIDC_ISSUER + HARMAR_TEST_OIDC_KEYS (a real OpenID Connect provider, npm
+# oidc-provider, see tests/services/oidc_provider.js; its signing keys with private parts).
 set -euo pipefail
 
 cmd=${1:-}
 state=${2:-${HARMAR_TEST_STATE:-$(pwd)/build/test-services}}
 envfile="$state/env"
+root="$(cd "$(dirname "$0")/.." && pwd)"
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 
 log() { echo "test-services: $*" >&2; }
@@ -78,6 +82,56 @@ start_redis() {
   log "redis on 127.0.0.1:$port ($dir)"
 }
 
+# python3-aiosmtpd: every mail it receives becomes a file (tests/services/smtp_sink.py).
+start_smtp() {
+  local port dir
+  port=$(free_port)
+  dir=$(mktemp -d /tmp/harmar-smtp.XXXXXX)
+  setsid /usr/bin/python3 "$root/tests/services/smtp_sink.py" --port "$port" --dir "$dir/mail" \
+    </dev/null >"$dir/smtp.log" 2>&1 &
+  echo $! >"$dir/smtp.pid"
+  wait_for 15 "smtp sink" bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" || { cat "$dir/smtp.log" >&2; return 1; }
+  {
+    echo "export HARMAR_TEST_SMTP_URL=smtp://127.0.0.1:$port"
+    echo "export HARMAR_TEST_SMTP_DIR=$dir/mail"
+    echo "export HARMAR_TEST_SMTP_STATE=$dir"
+  } >>"$envfile"
+  log "smtp sink on 127.0.0.1:$port ($dir/mail)"
+}
+
+# npm oidc-provider (installed by scripts/install-deps.sh into tests/services/node_modules).
+start_oidc() {
+  local port dir
+  if [[ ! -d $root/tests/services/node_modules/oidc-provider ]]; then
+    log "tests/services/node_modules is missing (run scripts/install-deps.sh): no OIDC provider"
+    return 0
+  fi
+  port=$(free_port)
+  dir=$(mktemp -d /tmp/harmar-oidc.XXXXXX)
+  setsid node "$root/tests/services/oidc_provider.js" --port "$port" --dir "$dir" </dev/null >"$dir/oidc.log" 2>&1 &
+  echo $! >"$dir/oidc.pid"
+  wait_for 30 "oidc provider" curl -fsS "http://127.0.0.1:$port/.well-known/openid-configuration" ||
+    { cat "$dir/oidc.log" >&2; return 1; }
+  {
+    echo "export HARMAR_TEST_OIDC_ISSUER=http://127.0.0.1:$port"
+    echo "export HARMAR_TEST_OIDC_KEYS=$dir/oidc-keys.json"
+    echo "export HARMAR_TEST_OIDC_DIR=$dir"
+  } >>"$envfile"
+  log "oidc provider on 127.0.0.1:$port ($dir)"
+}
+
+stop_pid_dir() {  # stop_pid_dir DIR PIDFILE_NAME: ends the process recorded there, removes DIR
+  local dir=$1 pid
+  [[ -n $dir && -d $dir ]] || return 0
+  if [[ -f $dir/$2 ]]; then
+    pid=$(cat "$dir/$2")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -rf "$dir"
+}
+
 stop_all() {
   [[ -f $envfile ]] || return 0
   # shellcheck disable=SC1090
@@ -91,6 +145,8 @@ stop_all() {
     [[ -f $HARMAR_TEST_REDIS_DIR/redis.pid ]] && kill "$(cat "$HARMAR_TEST_REDIS_DIR/redis.pid")" 2>/dev/null || true
     rm -rf "$HARMAR_TEST_REDIS_DIR"
   fi
+  stop_pid_dir "${HARMAR_TEST_SMTP_STATE:-}" smtp.pid
+  stop_pid_dir "${HARMAR_TEST_OIDC_DIR:-}" oidc.pid
   rm -f "$envfile"
   log "stopped"
 }
@@ -100,7 +156,9 @@ alive() {
   # shellcheck disable=SC1090
   ( source "$envfile"
     "$PG_BIN/pg_isready" -q -d "$HARMAR_TEST_PG_URL" &&
-    redis-cli -u "$HARMAR_TEST_REDIS_URL" ping >/dev/null )
+    redis-cli -u "$HARMAR_TEST_REDIS_URL" ping >/dev/null &&
+    kill -0 "$(cat "$HARMAR_TEST_SMTP_STATE/smtp.pid")" 2>/dev/null &&
+    { [[ -z ${HARMAR_TEST_OIDC_DIR:-} ]] || kill -0 "$(cat "$HARMAR_TEST_OIDC_DIR/oidc.pid")" 2>/dev/null; } )
 }
 
 case $cmd in
@@ -112,6 +170,8 @@ case $cmd in
     trap 'stop_all' ERR
     start_postgres
     start_redis
+    start_smtp
+    start_oidc
     trap - ERR
     cat "$envfile"
     ;;

@@ -1,6 +1,7 @@
 #include "server/modules.hpp"
 
 #include "auth/module.hpp"
+#include "notify/module.hpp"
 #include "platform/idempotency.hpp"
 #include "realtime/realtime.hpp"
 
@@ -9,6 +10,7 @@ namespace harmar::server {
 std::vector<platform::Module> all_modules() {
   std::vector<platform::Module> m;
   m.push_back(platform::platform_module());
+  m.push_back(notify::module());  // before auth: it provides the Mailer auth sends with
   m.push_back(auth::module());
   m.push_back(realtime::module());
   // Each domain module adds itself here, after the modules whose services it finds.

@@ -158,3 +158,30 @@ def test_configuration_reference_is_current():
     out = subprocess.run([harmar_bin(), "config", "schema"], capture_output=True, text=True)
     assert out.returncode == 0
     assert out.stdout == doc.read_text(), "docs/configuration.md is stale: run `make docs`"
+
+
+def test_a_database_from_a_newer_harmar_is_refused_with_a_clear_message(tmp):
+    db = tmp / "newer.db"
+    ok = subprocess.run([harmar_bin(), "migrate", "--db", f"sqlite://{db}"], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr + ok.stdout
+    # Pretend a newer harmar migrated the platform module further than this binary knows.
+    subprocess.run(["sqlite3", str(db), "UPDATE schema_migrations SET version = 999 WHERE module = 'platform' "
+                    "AND version = (SELECT MAX(version) FROM schema_migrations WHERE module = 'platform');"],
+                   check=True)
+    again = subprocess.run([harmar_bin(), "migrate", "--db", f"sqlite://{db}"], capture_output=True, text=True,
+                           timeout=60)
+    assert again.returncode == 1
+    out = again.stdout + again.stderr
+    assert "platform" in out and "999" in out, out
+
+
+def test_log_levels_are_set_per_module(harmar):
+    h = harmar("--set", "log.levels=access=warn")
+    h.get("/v1/version", headers={"X-Request-Id": "quiet-please"})
+    h.stop()
+    assert "quiet-please" not in h.read_log()
+    h2 = harmar("--set", "log.format=text")
+    h2.get("/v1/version", headers={"X-Request-Id": "loud-please"})
+    h2.stop()
+    text = h2.read_log()
+    assert "loud-please" in text and "[access]" in text

@@ -1,0 +1,142 @@
+#include "notify/templates.hpp"
+
+#include <kainjow/mustache.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace harmar::notify {
+namespace {
+
+namespace mu = kainjow::mustache;
+
+// A link is either given whole ({{link}}) or built from public_url and the token.
+constexpr const char* kVerifyText = R"(Hello{{#name}} {{name}}{{/name}},
+
+please confirm that {{to}} is your email address for {{product}} by opening this link:
+
+{{#link}}{{link}}{{/link}}{{^link}}{{public_url}}/verify-email?token={{token}}{{/link}}
+
+The link works once{{#expires}} and expires in {{expires}}{{/expires}}.
+If you did not create an account on {{product}}, you can ignore this mail.
+)";
+
+constexpr const char* kVerifyHtml = R"(<!doctype html>
+<html><body style="font-family: sans-serif; line-height: 1.5">
+<p>Hello{{#name}} {{name}}{{/name}},</p>
+<p>please confirm that {{to}} is your email address for {{product}}:</p>
+<p><a href="{{#link}}{{link}}{{/link}}{{^link}}{{public_url}}/verify-email?token={{token}}{{/link}}">Confirm my email address</a></p>
+<p>The link works once{{#expires}} and expires in {{expires}}{{/expires}}.
+If you did not create an account on {{product}}, you can ignore this mail.</p>
+</body></html>
+)";
+
+constexpr const char* kResetText = R"(Hello{{#name}} {{name}}{{/name}},
+
+someone asked to reset the password of the {{product}} account {{to}}.
+To choose a new password, open this link:
+
+{{#link}}{{link}}{{/link}}{{^link}}{{public_url}}/reset-password?token={{token}}{{/link}}
+
+The link works once{{#expires}} and expires in {{expires}}{{/expires}}. Resetting the password signs
+out every session of the account. If you did not ask for this, ignore this mail: your password
+stays as it is.
+)";
+
+constexpr const char* kResetHtml = R"(<!doctype html>
+<html><body style="font-family: sans-serif; line-height: 1.5">
+<p>Hello{{#name}} {{name}}{{/name}},</p>
+<p>someone asked to reset the password of the {{product}} account {{to}}.</p>
+<p><a href="{{#link}}{{link}}{{/link}}{{^link}}{{public_url}}/reset-password?token={{token}}{{/link}}">Choose a new password</a></p>
+<p>The link works once{{#expires}} and expires in {{expires}}{{/expires}}. Resetting the password
+signs out every session of the account. If you did not ask for this, ignore this mail: your
+password stays as it is.</p>
+</body></html>
+)";
+
+std::string identity(const std::string& s) { return s; }
+
+Result<std::string> render_one(const std::string& source, const TemplateVars& vars, bool html) {
+  if (source.empty()) return std::string();
+  mu::mustache tmpl(source);
+  if (!tmpl.is_valid()) return Error::internal("template does not parse: " + tmpl.error_message());
+  if (!html) tmpl.set_custom_escape(identity);
+  mu::data data;
+  for (const auto& [k, v] : vars) data.set(k, v);
+  std::string out = tmpl.render(data);
+  if (!tmpl.is_valid()) return Error::internal("template does not render: " + tmpl.error_message());
+  return out;
+}
+
+std::optional<std::string> read_file(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+Templates Templates::builtin() {
+  Templates t;
+  t.templates_["verify-email"] = {"Confirm your email address for {{product}}", kVerifyText, kVerifyHtml, {"token", "link"}};
+  t.templates_["reset-password"] = {"Reset your {{product}} password", kResetText, kResetHtml, {"token", "link"}};
+  return t;
+}
+
+Result<Templates> Templates::load(const std::string& dir) {
+  Templates t = builtin();
+  if (dir.empty()) return t;
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return Error::validation("notify.templates_dir " + dir + " is not a directory");
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    if (entry.path().extension() != ".subject") continue;
+    std::string name = entry.path().stem().string();
+    Template tmpl;
+    auto subject = read_file(entry.path());
+    auto text = read_file(fs::path(dir) / (name + ".txt"));
+    if (!subject || !text) return Error::validation("template " + name + " needs " + name + ".subject and " + name + ".txt");
+    tmpl.subject = *subject;
+    while (!tmpl.subject.empty() && (tmpl.subject.back() == '\n' || tmpl.subject.back() == '\r')) tmpl.subject.pop_back();
+    tmpl.text = *text;
+    if (auto html = read_file(fs::path(dir) / (name + ".html"))) tmpl.html = *html;
+    if (auto builtin = t.templates_.find(name); builtin != t.templates_.end()) tmpl.secrets = builtin->second.secrets;
+    if (auto secrets = read_file(fs::path(dir) / (name + ".secrets"))) {
+      std::istringstream words(*secrets);
+      for (std::string w; words >> w;) tmpl.secrets.insert(w);
+    }
+    for (const std::string* part : {&tmpl.subject, &tmpl.text, &tmpl.html}) {
+      mu::mustache check(*part);
+      if (!check.is_valid()) return Error::validation("template " + name + " does not parse: " + check.error_message());
+    }
+    t.templates_[name] = std::move(tmpl);
+  }
+  if (ec) return Error::validation("cannot read notify.templates_dir " + dir + ": " + ec.message());
+  return t;
+}
+
+Result<Rendered> Templates::render(const std::string& name, const TemplateVars& vars) const {
+  auto it = templates_.find(name);
+  if (it == templates_.end()) return Error::not_found("no mail template named '" + name + "'");
+  const Template& t = it->second;
+  Rendered r;
+  HARMAR_TRY(r.subject, render_one(t.subject, vars, false));
+  HARMAR_TRY(r.text, render_one(t.text, vars, false));
+  HARMAR_TRY(r.html, render_one(t.html, vars, true));
+  // A subject is one line whatever a variable held.
+  for (char& c : r.subject)
+    if (c == '\r' || c == '\n') c = ' ';
+  for (const auto& s : t.secrets) r.sensitive = r.sensitive || vars.count(s) != 0;
+  if (r.sensitive) {
+    TemplateVars redacted = vars;
+    for (const auto& s : t.secrets)
+      if (auto v = redacted.find(s); v != redacted.end()) v->second = "[redacted]";
+    HARMAR_TRY(r.redacted_text, render_one(t.text, redacted, false));
+  }
+  return r;
+}
+
+}  // namespace harmar::notify
