@@ -4,6 +4,8 @@
 
 #include <boost/json.hpp>
 
+#include <cctype>
+
 namespace harmar::auth::jwt {
 
 namespace js = boost::json;
@@ -83,6 +85,11 @@ std::string b64url_encode(std::string_view bytes) {
 
 std::optional<std::string> b64url_decode(std::string_view text) {
   if (text.empty()) return std::string();
+  // libsodium decodes some bytes >= 0x80 as if they were alphabet characters: check first.
+  for (char ch : text) {
+    unsigned char c = static_cast<unsigned char>(ch);
+    if (!std::isalnum(c) && c != '-' && c != '_') return std::nullopt;
+  }
   std::string out(text.size() * 3 / 4 + 3, '\0');
   std::size_t len = 0;
   const char* end = nullptr;
