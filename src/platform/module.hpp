@@ -72,6 +72,9 @@ struct Module {
   std::function<void(net::Router&, Services&)> routes;
   // Starts background work on services.background (after the server listens).
   std::function<void(Services&)> start;
+  // The server is about to stop: answer long-polls and other waits now, so in-flight requests
+  // finish within the shutdown grace (called before the server drains; optional).
+  std::function<void()> drain;
   // Stops background work (before storage closes).
   std::function<void()> stop;
 };

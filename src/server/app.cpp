@@ -162,6 +162,8 @@ int serve(const config::Config& cfg, const RunOptions& run) {
   int sig = 0;
   sigwait(&stop_signals, &sig);
   logger->info(log::fields({{"msg", "shutting down"}, {"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}}));
+  for (auto& m : modules)
+    if (m.drain) m.drain();
   server.shutdown();
   server.wait();
   for (auto it = modules.rbegin(); it != modules.rend(); ++it)

@@ -1,9 +1,11 @@
 #include "server/modules.hpp"
 
 #include "auth/module.hpp"
+#include "devices/devices.hpp"
 #include "notify/module.hpp"
 #include "platform/idempotency.hpp"
 #include "realtime/realtime.hpp"
+#include "tasks/tasks.hpp"
 
 namespace harmar::server {
 
@@ -13,6 +15,8 @@ std::vector<platform::Module> all_modules() {
   m.push_back(notify::module());  // before auth: it provides the Mailer auth sends with
   m.push_back(auth::module());
   m.push_back(realtime::module());
+  m.push_back(devices::module());
+  m.push_back(tasks::module());
   // Each domain module adds itself here, after the modules whose services it finds.
   return m;
 }
