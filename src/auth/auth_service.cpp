@@ -49,7 +49,8 @@ ClientInfo ClientInfo::from(const net::Request& req) {
 Settings Settings::from(const config::Config& cfg) {
   Settings s;
   s.issuer = cfg.get_string("auth.issuer");
-  s.public_url = cfg.get_string("auth.public_url");
+  // One public URL for every link the server mails (the key is the notify module's).
+  if (cfg.schema().find("public_url")) s.public_url = cfg.get_string("public_url");
   while (!s.public_url.empty() && s.public_url.back() == '/') s.public_url.pop_back();
   s.access_ttl_ms = cfg.get_duration_ms("auth.access_ttl");
   s.refresh_idle_ms = cfg.get_duration_ms("auth.refresh_idle_timeout");
@@ -1122,6 +1123,25 @@ asio::awaitable<Result<User>> AuthService::find_or_create_by_phone(std::string p
     co_return u;
   }
   co_return Error::conflict("the account changed while it was being made; retry", "conflict");
+}
+
+asio::awaitable<Result<User>> AuthService::create_user_without_email(std::string name) {
+  User u;
+  u.id = new_id();
+  u.name = name.substr(0, 200);
+  u.created_at_ms = now_ms();
+  u.roles = {"user"};
+  auto tx = co_await db_.begin();
+  if (!tx.ok()) co_return tx.error();
+  auto ins = co_await repo::insert_user(**tx, u, "");
+  if (!ins.ok()) co_return ins.error();
+  auto role = co_await repo::add_user_role(**tx, u.id, "user");
+  if (!role.ok()) co_return role.error();
+  auto c = co_await (*tx)->commit();
+  if (!c.ok()) co_return c.error();
+  AuditEvent e{"user.created", u.id, ClientInfo{}, js::object{{"via", "identity"}}};
+  co_await audit(std::move(e));
+  co_return u;
 }
 
 asio::awaitable<Result<std::optional<User>>> AuthService::find_by_identity(std::string provider, std::string subject) {

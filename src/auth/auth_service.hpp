@@ -169,6 +169,7 @@ class AuthService : public Accounts {
   // --- Accounts (for SMS, OAuth, ...) ---
   asio::awaitable<Result<User>> find_or_create_by_email(std::string email, std::string name, bool email_verified) override;
   asio::awaitable<Result<User>> find_or_create_by_phone(std::string phone) override;
+  asio::awaitable<Result<User>> create_user_without_email(std::string name) override;
   asio::awaitable<Result<std::optional<User>>> find_by_identity(std::string provider, std::string subject) override;
   asio::awaitable<Status> link_identity(std::string user_id, std::string provider, std::string subject,
                                         std::string email) override;

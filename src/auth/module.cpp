@@ -25,8 +25,6 @@ using config::Type;
 void add_config_keys(config::Schema& s) {
   constexpr int64_t kDay = 86'400'000;
   s.add({"auth.issuer", Type::String, "harmar", "the `iss` of access tokens"});
-  s.add({"auth.public_url", Type::String, "http://127.0.0.1:8080",
-         "where users reach this server: links in verification and reset mails start here"});
   s.add({"auth.secret", Type::String, "",
          "base64 of 32 random bytes that seals the token signing keys (env HARMAR_AUTH_SECRET); empty: generated once "
          "into DATA_DIR/auth.key (mode 0600). Every node of a cluster must share it"});

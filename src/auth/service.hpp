@@ -88,6 +88,13 @@ class Accounts {
   // validated and normalised the number (E.164, "+8613800000000").
   virtual asio::awaitable<Result<User>> find_or_create_by_phone(std::string phone) = 0;
 
+  // A new user with no email, phone or password, and role `user`: for a third-party identity that
+  // vouches for no verified email (WeChat; an OIDC account whose email is unverified). The caller
+  // links the identity to it right after. (Default: 501, until the auth module implements it.)
+  virtual asio::awaitable<Result<User>> create_user_without_email(std::string name) {
+    co_return Error{501, "not_implemented", "creating an account without email is not available"};
+  }
+
   // The user linked to (provider, subject), e.g. ("github", "12345"), or nullopt.
   virtual asio::awaitable<Result<std::optional<User>>> find_by_identity(std::string provider,
                                                                         std::string subject) = 0;

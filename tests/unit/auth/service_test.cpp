@@ -443,6 +443,13 @@ TEST_P(AuthServiceTest, accounts_find_or_create_by_email_phone_and_identity) {
   ASSERT_FALSE(taken.ok());
   EXPECT_EQ(taken.error().code, "identity_taken");
 
+  auto bare = run(svc_->create_user_without_email("WeChat User"));
+  ASSERT_TRUE(bare.ok()) << bare.error().detail;
+  EXPECT_EQ(bare->email, "");
+  EXPECT_EQ(bare->roles, std::vector<std::string>{"user"});
+  ASSERT_TRUE(run(svc_->link_identity(bare->id, "wechat", "o-123", "")).ok());
+  EXPECT_EQ((*run(svc_->find_by_identity("wechat", "o-123")))->id, bare->id);
+
   auto pair = run(svc_->start_session(phone->id, client_, "sms"));
   ASSERT_TRUE(pair.ok()) << pair.error().detail;
   auto js = pair->to_json();
