@@ -80,13 +80,15 @@ h_rps=$(awk '{print $1}' "$WORK/h.txt" | median); h_p99=$(awk '{print $2}' "$WOR
 n_rps=$(awk '{print $1}' "$WORK/n.txt" | median); n_p99=$(awk '{print $2}' "$WORK/n.txt" | median)
 h_cpu=$(awk '{print $3}' "$WORK/h.txt" | median); n_cpu=$(awk '{print $3}' "$WORK/n.txt" | median)
 
-# Memory: idle, then with IDLE_CONNS keep-alive connections that each made one request.
+# Memory: idle, then with IDLE_CONNS keep-alive connections that each made one request and then
+# stayed idle for two seconds.
 h_idle=$(rss_kb "$hpid"); n_idle=$(tree_rss_kb "$npid")
 hold() {  # hold PORT PIDFN: opens the connections, reports RSS, closes them
   python3 "$(dirname "$0")/hold_connections.py" "$1" "$IDLE_CONNS" "$WORK/held.$1" &
   local holder=$!
   for _ in $(seq 1 1200); do [[ -f $WORK/held.$1 ]] && break; sleep 0.05; done
   [[ -f $WORK/held.$1 ]] || { echo "bench: could not open $IDLE_CONNS connections" >&2; kill $holder; return 1; }
+  sleep 2  # measured as idle connections: idle for two seconds, like after a burst of traffic
   "$2"
   kill $holder 2>/dev/null; wait $holder 2>/dev/null || true
 }

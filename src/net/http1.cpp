@@ -3,6 +3,8 @@
 // connections read into the worker's scratch buffer and keep only leftovers), no response
 // serializer (the head is written straight into a reused string), and pipelined requests are
 // answered with one write.
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/basic_parser.hpp>
@@ -109,6 +111,19 @@ class Http1Session final : public Connection {
   ~Http1Session() override { w_.unregister_connection(*this); }
 
   void cut() override { t_.cut(); }
+  bool park() override {
+    if constexpr (T::kSecure) {
+      return false;  // OpenSSL's state cannot be set aside
+    } else {
+      if (!idle || !waiting_) return false;
+      park_requested_ = true;
+      boost::system::error_code ignored;
+      t_.sock.cancel(ignored);
+      return true;
+    }
+  }
+  // True when run() returned to give up an idle connection's state (see park()).
+  bool parked() const { return parked_; }
 
   asio::awaitable<void> run();
 
@@ -129,6 +144,9 @@ class Http1Session final : public Connection {
   std::string pending_;  // received bytes not parsed yet (usually empty)
   std::string out_;      // responses not written yet
   RateLimit rate_;
+  bool waiting_ = false;  // suspended waiting for the client to send
+  bool park_requested_ = false;
+  bool parked_ = false;
 };
 
 template <class T>
@@ -204,6 +222,7 @@ asio::awaitable<void> Http1Session<T>::run() {
     if (req_.body.capacity() > 64 * 1024) std::string().swap(req_.body);
     RequestParser parser(st_, req_);
     idle = pending_.empty();
+    if (idle) idle_since_ms = w_.now_ms;
     if (idle && (draining || w_.draining)) break;
     deadline_ms = w_.deadline_after(idle ? st_.opts.idle_timeout_ms : st_.opts.header_timeout_ms);
     bool need_more = pending_.empty();
@@ -228,7 +247,13 @@ asio::awaitable<void> Http1Session<T>::run() {
             chunk = co_await t_.read(ec);
           } else {
             // Inline rather than through read(): no coroutine frame per request.
+            waiting_ = true;
             co_await t_.sock.async_wait(tcp::socket::wait_read, asio::redirect_error(asio::use_awaitable, ec));
+            waiting_ = false;
+            if (ec == asio::error::operation_aborted && park_requested_) {
+              parked_ = true;
+              co_return;
+            }
             if (!ec) {
               t_.drained = false;
               chunk = t_.read_now(ec);
@@ -330,11 +355,44 @@ asio::awaitable<void> Http1Session<T>::upgrade_to_h2(std::string preread, Reques
 
 }  // namespace
 
+// An idle plain connection that gave up its session: only the socket and a pending wait remain
+// (a few hundred bytes, like nginx's idle keep-alive). The client's next bytes start a new session.
+class Parked final : public Connection, public std::enable_shared_from_this<Parked> {
+ public:
+  Parked(ServerState& st, Worker& w, tcp::socket sock, std::string ip, int64_t deadline)
+      : st_(st), w_(w), sock_(std::move(sock)), ip_(std::move(ip)) {
+    deadline_ms = deadline;
+    w_.register_connection(*this);
+  }
+  ~Parked() override { w_.unregister_connection(*this); }
+  void cut() override {
+    boost::system::error_code ignored;
+    sock_.close(ignored);
+  }
+  void wait() {
+    sock_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](const error_code& ec) {
+      if (ec || !self->sock_.is_open()) return;  // cut: the socket closes with this object
+      auto& st = self->st_;
+      auto& w = self->w_;
+      asio::co_spawn(w.ioc, serve_http1(st, w, std::move(self->sock_), std::move(self->ip_)), asio::detached);
+    });
+  }
+
+ private:
+  ServerState& st_;
+  Worker& w_;
+  tcp::socket sock_;
+  std::string ip_;
+};
+
 template <class Stream>
 asio::awaitable<void> serve_http1(ServerState& st, Worker& w, Stream stream, std::string remote_ip) {
   auto t = make_transport(std::move(stream), w);
-  Http1Session<decltype(t)> session(st, w, t, std::move(remote_ip));
+  Http1Session<decltype(t)> session(st, w, t, remote_ip);
   co_await session.run();
+  if constexpr (std::is_same_v<Stream, tcp::socket>) {
+    if (session.parked()) std::make_shared<Parked>(st, w, t.take(), std::move(remote_ip), session.deadline_ms)->wait();
+  }
 }
 
 template asio::awaitable<void> serve_http1<tcp::socket>(ServerState&, Worker&, tcp::socket, std::string);

@@ -148,7 +148,9 @@ Result<ClientResponse> http_fetch_sync(const ClientRequest& req) {
 }
 
 asio::awaitable<Result<ClientResponse>> http_fetch(ClientRequest req) {
-  co_return co_await run_blocking([r = std::move(req)] { return http_fetch_sync(r); });
+  // The closure is named: g++ 12 destroys a capturing lambda temporary in a co_await twice.
+  auto fetch = [r = std::move(req)] { return http_fetch_sync(r); };
+  co_return co_await run_blocking(std::move(fetch));
 }
 
 std::string url_encode(std::string_view s) {

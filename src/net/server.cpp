@@ -4,6 +4,8 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/ssl/stream.hpp>
 
+#include <malloc.h>
+
 #include <charconv>
 
 #include "core/clock.hpp"
@@ -161,10 +163,17 @@ struct Server::Impl {
     refresh_date(w);
     int64_t now = mono_ms();
     w.now_ms = now;
+    std::size_t parked = 0;
     for (auto it = w.connections.begin(); it != w.connections.end();) {
-      Connection& c = *it++;  // cut() may unlink c
-      if (c.deadline_ms && now >= c.deadline_ms) c.cut();
+      Connection& c = *it++;  // cut() and park() may unlink c
+      if (c.deadline_ms && now >= c.deadline_ms) {
+        c.cut();
+      } else if (c.idle && c.idle_since_ms && now - c.idle_since_ms >= Worker::kParkAfterMs && !w.draining) {
+        parked += c.park();
+      }
     }
+    // Many sessions just gave their memory back: let the allocator return it to the system too.
+    if (parked >= 1024) malloc_trim(0);
     if (w.draining) {
       bool grace_over = w.force_close_at_ms && now >= w.force_close_at_ms;
       if (grace_over) {

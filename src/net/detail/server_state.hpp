@@ -33,7 +33,11 @@ struct Connection : boost::intrusive::list_base_hook<boost::intrusive::link_mode
     draining = true;
     if (idle) cut();
   }
+  // Frees what an idle connection holds beyond its socket (its coroutine frames, buffers); true
+  // if it did. The sweeper asks connections idle for a while (see Worker::kParkAfterMs).
+  virtual bool park() { return false; }
   int64_t deadline_ms = 0;  // monotonic; 0 = none
+  int64_t idle_since_ms = 0;  // tick clock; when the connection last became idle
   bool idle = true;         // between requests: safe to close at shutdown
   bool draining = false;    // answer what is in flight, then close
 };
@@ -51,6 +55,8 @@ struct Worker {
   std::string date_line;  // "Date: ...\r\n", refreshed every tick
   int64_t now_ms = 0;     // monotonic, refreshed every tick: cheap enough for per-request deadlines
   static constexpr int64_t kTickMs = 250;
+  // Keep-alive connections idle this long give up their session state until the client speaks.
+  static constexpr int64_t kParkAfterMs = 1000;
   int64_t date_second = 0;
   // Plain reads land here and are parsed before the session suspends again (see http1.cpp).
   static constexpr std::size_t kScratch = 64 * 1024;

@@ -9,6 +9,7 @@
 #include <future>
 #include <thread>
 
+#include "net/detail/server_state.hpp"
 #include "support/test_client.hpp"
 
 namespace harmar::testing {
@@ -454,6 +455,32 @@ TEST(Server, a_bad_listen_address_is_a_clear_error) {
   auto st = bad.start();
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.error().detail.find("IP address"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace harmar::testing
+
+namespace harmar::testing {
+namespace {
+
+TEST(Server, a_parked_idle_connection_still_answers_and_still_times_out) {
+  auto o = TestServer::defaults();
+  o.idle_timeout_ms = 4000;
+  o.workers = 1;
+  TestServer s(o);
+  add_basic_routes(s.router);
+  s.start();
+  RawClient c(s.port);
+  ASSERT_TRUE(c.request(get("/hello")));
+  // Idle past the park threshold (the scenario itself, not synchronisation): the session's state
+  // is given up, and the next request starts a new one on the same connection.
+  std::this_thread::sleep_for(std::chrono::milliseconds(net::detail::Worker::kParkAfterMs + 600));
+  auto r = c.request(get("/items/7"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->body(), R"({"id":"7"})");
+  std::this_thread::sleep_for(std::chrono::milliseconds(net::detail::Worker::kParkAfterMs + 600));
+  // Parked connections keep their idle deadline.
+  EXPECT_TRUE(c.closed_within(6000));
 }
 
 }  // namespace
