@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "auth/cli.hpp"
+#include "agent/agent.hpp"
 #include "core/config.hpp"
 #include "core/version.hpp"
 #include "server/app.hpp"
@@ -84,6 +85,23 @@ int main(int argc, char** argv) {
 
   auto* version = app.add_subcommand("version", "print the version and build information");
 
+  harmar::agent::Options agent_opts;
+  std::vector<std::string> agent_labels;
+  auto* agent = app.add_subcommand("agent", "run the device daemon: heartbeats, long-polls tasks, runs them");
+  agent->add_option("--server", agent_opts.server, "HarmarCloud URL, e.g. http://127.0.0.1:8080")->required();
+  agent->add_option("--token", agent_opts.token, "a user access token, to register this device on first start");
+  agent->add_option("--api-key", agent_opts.api_key, "a device api key (hdk_...), instead of registering");
+  agent->add_option("--state", agent_opts.state_file, "state file holding the device key (default ./harmar-agent.json)");
+  agent->add_option("--name", agent_opts.name, "device name (default: the hostname)");
+  agent->add_option("--label", agent_labels, "a device label KEY=VALUE (repeatable)");
+  agent->add_option("--concurrency", agent_opts.concurrency, "tasks run at once (default 4)");
+  agent->add_option("--wait", agent_opts.wait_s, "long-poll seconds, 0..60 (default 30)");
+  agent->add_option("--heartbeat", agent_opts.heartbeat_s, "heartbeat seconds (default: what the server says)");
+  agent->add_option("--grace", agent_opts.grace_s, "on SIGTERM, seconds running tasks may finish (default 30)");
+  agent->add_option("--max-output", agent_opts.max_output, "bytes of a shell task's stdout/stderr kept (default 1 MiB)");
+  agent->add_option("--type", agent_opts.types, "only run this task type (repeatable; default: echo, shell, http)");
+  agent->add_option("--log-level", agent_opts.log_level, "trace|debug|info|warn|error|off");
+
   auto* auth = app.add_subcommand("auth", "manage authentication");
   auth->require_subcommand(1);
   ConfigFlags rotate_flags;
@@ -159,6 +177,17 @@ int main(int argc, char** argv) {
       std::cout << k.name << " = " << v << "    # " << cfg->source(k.name) << "\n";
     }
     return 0;
+  }
+  if (*agent) {
+    for (const auto& l : agent_labels) {
+      auto eq = l.find('=');
+      if (eq == std::string::npos || eq == 0) {
+        std::cerr << "harmar agent: --label expects KEY=VALUE, got '" << l << "'\n";
+        return 2;
+      }
+      agent_opts.labels[l.substr(0, eq)] = l.substr(eq + 1);
+    }
+    return harmar::agent::run(agent_opts);
   }
   if (*version) {
     std::cout << "harmar " << harmar::build::kVersion << "\ncommit " << harmar::build::kCommit << "\nbuild "
