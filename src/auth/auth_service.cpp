@@ -24,10 +24,9 @@ namespace js = boost::json;
 js::object User::to_json() const {
   js::array r;
   for (const auto& role : roles) r.emplace_back(role);
-  js::object o{{"id", id}, {"email", nullptr}, {"name", name}, {"email_verified", email_verified},
-               {"roles", std::move(r)}, {"created_at", format_rfc3339(created_at_ms)}};
-  if (!email.empty()) o["email"] = email;
-  return o;
+  // email is "" for accounts without one: clients read it as a string, always.
+  return js::object{{"id", id}, {"email", email}, {"name", name}, {"email_verified", email_verified},
+                    {"roles", std::move(r)}, {"created_at", format_rfc3339(created_at_ms)}};
 }
 
 js::object TokenPair::to_json() const {

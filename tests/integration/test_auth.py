@@ -589,6 +589,22 @@ def test_the_server_secret_is_kept_private_and_must_match(harmar, tmp):
     assert h.get("/v1/auth/me", headers=bearer(pair["access_token"])).status == 200
 
 
+def test_every_auth_endpoint_is_in_the_openapi_document(harmar):
+    h = harmar()
+    paths = h.get("/v1/openapi.json").json()["paths"]
+    for path, methods in {
+        "/v1/auth/register": ["post"], "/v1/auth/login": ["post"], "/v1/auth/refresh": ["post"],
+        "/v1/auth/logout": ["post"], "/v1/auth/verify-email": ["post"], "/v1/auth/verify-email/resend": ["post"],
+        "/v1/auth/forgot-password": ["post"], "/v1/auth/reset-password": ["post"], "/v1/auth/me": ["get"],
+        "/v1/auth/sessions": ["get"], "/v1/auth/sessions/{id}": ["delete"], "/v1/auth/audit": ["get"],
+        "/.well-known/jwks.json": ["get"], "/v1/api-keys": ["get", "post"], "/v1/api-keys/{id}": ["delete"],
+        "/v1/roles": ["get", "post"], "/v1/roles/{name}": ["get", "put", "delete"], "/v1/users/{id}/roles": ["put"],
+    }.items():
+        assert path in paths, path
+        for m in methods:
+            assert m in paths[path], (path, m)
+
+
 def test_auth_keys_are_in_the_configuration_schema():
     out = subprocess.run([harmar_bin(), "config", "schema"], capture_output=True, text=True)
     assert out.returncode == 0

@@ -454,7 +454,7 @@ TEST_P(AuthServiceTest, accounts_find_or_create_by_email_phone_and_identity) {
   ASSERT_TRUE(pair.ok()) << pair.error().detail;
   auto js = pair->to_json();
   EXPECT_EQ(js.at("token_type").as_string(), "Bearer");
-  EXPECT_TRUE(js.at("user").as_object().at("email").is_null());
+  EXPECT_EQ(js.at("user").as_object().at("email").as_string(), "");
   EXPECT_TRUE(bearer(pair->access_token).ok());
   // A password login cannot reach an account without a password.
   EXPECT_EQ(login("oauth@example.com", "correct horse battery").error().code, "invalid_credentials");
