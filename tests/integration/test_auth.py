@@ -605,6 +605,36 @@ def test_every_auth_endpoint_is_in_the_openapi_document(harmar):
             assert m in paths[path], (path, m)
 
 
+def fresh_pg_url():
+    """A new, empty PostgreSQL schema, as a URL whose search_path is that schema."""
+    base = require_env("HARMAR_TEST_PG_URL")
+    schema = "auth_" + os.urandom(8).hex()
+    subprocess.run(["psql", base, "-q", "-c", f"CREATE SCHEMA {schema}"], check=True, capture_output=True)
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}options=-csearch_path%3D{schema}"
+
+
+def test_two_nodes_share_accounts_keys_and_revocations(harmar):
+    env = {"HARMAR_AUTH_SECRET": base64.b64encode(os.urandom(32)).decode()}
+    args = ["--db", fresh_pg_url(), "--redis", require_env("HARMAR_TEST_REDIS_URL")]
+    a = harmar(*args, env=env)
+    b = harmar(*args, env=env)
+    pair = register(a, "nina@example.com")
+    # b verifies what a signed (the key is in the shared database), and remembers it verified.
+    assert b.get("/v1/auth/me", headers=bearer(pair["access_token"])).status == 200
+    assert b.get("/v1/auth/me", headers=bearer(pair["access_token"])).status == 200
+    # A logout on a reaches b through Redis pub/sub, long before b's periodic reload (30 s).
+    assert a.request("POST", "/v1/auth/logout", {}, headers=bearer(pair["access_token"])).status == 204
+    wait_until(lambda: b.get("/v1/auth/me", headers=bearer(pair["access_token"])).status == 401, timeout=5,
+               what="the revocation to reach the other node")
+    # Refresh tokens and failures are shared too.
+    second = login(b, "nina@example.com").json()
+    r = a.request("POST", "/v1/auth/refresh", {"refresh_token": second["refresh_token"]})
+    assert r.status == 200, r.body
+    problem(b.request("POST", "/v1/auth/refresh", {"refresh_token": second["refresh_token"]}), 401,
+            "refresh_token_reused")
+
+
 def test_auth_keys_are_in_the_configuration_schema():
     out = subprocess.run([harmar_bin(), "config", "schema"], capture_output=True, text=True)
     assert out.returncode == 0
