@@ -327,8 +327,8 @@ asio::awaitable<Result<std::optional<Repo::Progress>>> Repo::progress(Querier& q
   // The lease runs lease_ms from now, but never past the task's own timeout (plus grace).
   auto rows = co_await q.query(
       "UPDATE tasks SET progress = COALESCE($4, progress), updated_at = $5, log_bytes = log_bytes + $6,"
-      " lease_expires_at = CASE WHEN timeout_ms > 0 AND started_at + timeout_ms + $8 < $5 + $7"
-      " THEN started_at + timeout_ms + $8 ELSE $5 + $7 END"
+      " lease_expires_at = CASE WHEN timeout_ms > 0 AND started_at + timeout_ms + CAST($8 AS BIGINT) < CAST($5 AS BIGINT) + CAST($7 AS BIGINT)"
+      " THEN started_at + timeout_ms + CAST($8 AS BIGINT) ELSE CAST($5 AS BIGINT) + CAST($7 AS BIGINT) END"
       " WHERE id = $1 AND status = 'running' AND leased_by = $2 AND ($3 < 0 OR attempts = $3)"
       " RETURNING user_id, attempts, log_bytes, progress",
       {id, device_id, attempt, store::nullable(progress), terms.now, log_len, terms.lease_ms, terms.grace_ms});
@@ -362,8 +362,9 @@ asio::awaitable<Result<std::vector<std::string>>> Repo::extend_leases(Querier& q
                                                                       const LeaseTerms& terms) {
   std::string in_ids = pg_ ? "(SELECT jsonb_array_elements_text($1::jsonb))" : "(SELECT value FROM json_each($1))";
   auto rows = co_await q.query(
-      fmt::format("UPDATE tasks SET lease_expires_at = CASE WHEN timeout_ms > 0 AND started_at + timeout_ms + $5 < $3 + $4"
-                  " THEN started_at + timeout_ms + $5 ELSE $3 + $4 END"
+      fmt::format("UPDATE tasks SET lease_expires_at = CASE WHEN timeout_ms > 0 AND started_at + timeout_ms + CAST($5 AS BIGINT)"
+                  " < CAST($3 AS BIGINT) + CAST($4 AS BIGINT)"
+                  " THEN started_at + timeout_ms + CAST($5 AS BIGINT) ELSE CAST($3 AS BIGINT) + CAST($4 AS BIGINT) END"
                   " WHERE id IN {} AND status = 'running' AND leased_by = $2 RETURNING id",
                   in_ids),
       {ids_json(running), device_id, terms.now, terms.lease_ms, terms.grace_ms});
@@ -451,7 +452,7 @@ asio::awaitable<Result<std::optional<Task>>> Repo::expire_one(Querier& q, const 
   co_return one_task(co_await q.query(
       fmt::format("UPDATE tasks SET status = $2, ready = 0, run_at = $3, error = $4, updated_at = $5,"
                   " lease_expires_at = NULL, leased_by = CASE WHEN $2 = 'dead' THEN leased_by ELSE NULL END,"
-                  " finished_at = CASE WHEN $2 = 'dead' THEN $5 ELSE NULL END"
+                  " finished_at = CASE WHEN $2 = 'dead' THEN CAST($5 AS BIGINT) ELSE NULL END"
                   " WHERE id = $1 AND status = 'running' RETURNING {}",
                   kCols),
       {id, status, run_at, error, now}));
