@@ -42,9 +42,32 @@ void Schema::add(Key key) {
   keys_.push_back(std::move(key));
 }
 
+namespace {
+
+bool family_name(std::string_view n) {
+  if (n.empty() || n.size() > 32) return false;
+  for (char c : n)
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-')) return false;
+  return true;
+}
+
+// "auth.oauth.*" → "auth.oauth"; "" for a key that is not a family.
+std::string_view family_prefix(std::string_view key) {
+  if (key.size() < 3 || key.substr(key.size() - 2) != ".*") return {};
+  return key.substr(0, key.size() - 2);
+}
+
+}  // namespace
+
 const Key* Schema::find(std::string_view name) const {
   for (const auto& k : keys_)
     if (k.name == name) return &k;
+  for (const auto& k : keys_) {
+    auto prefix = family_prefix(k.name);
+    if (!prefix.empty() && name.size() > prefix.size() + 1 && name.substr(0, prefix.size()) == prefix &&
+        name[prefix.size()] == '.' && family_name(name.substr(prefix.size() + 1)))
+      return &k;
+  }
   return nullptr;
 }
 
@@ -173,7 +196,7 @@ Result<Value> convert(const Key& k, std::string_view text) {
 
 // Walks a YAML mapping, validating each leaf against the schema; collects every problem.
 void walk_yaml(const Schema& schema, const YAML::Node& node, const std::string& prefix,
-               std::vector<std::pair<const Key*, Value>>& out, std::vector<FieldError>& errors) {
+               std::vector<std::pair<std::string, Value>>& out, std::vector<FieldError>& errors) {
   for (const auto& it : node) {
     if (!it.first.IsScalar()) {
       errors.push_back({prefix.empty() ? "(top level)" : prefix, "keys must be plain names (line " +
@@ -225,11 +248,11 @@ void walk_yaml(const Schema& schema, const YAML::Node& node, const std::string& 
       errors.push_back({full, val.error().errors.empty() ? "is invalid" : val.error().errors[0].message + where});
       continue;
     }
-    out.emplace_back(k, std::move(val).value());
+    out.emplace_back(full, std::move(val).value());
   }
 }
 
-Result<std::vector<std::pair<const Key*, Value>>> read_yaml(const Schema& schema, const std::string& file) {
+Result<std::vector<std::pair<std::string, Value>>> read_yaml(const Schema& schema, const std::string& file) {
   YAML::Node root;
   try {
     root = YAML::LoadFile(file);
@@ -238,7 +261,7 @@ Result<std::vector<std::pair<const Key*, Value>>> read_yaml(const Schema& schema
   } catch (const YAML::Exception& e) {
     return Error::validation("configuration file " + file + " is not valid YAML: " + e.what());
   }
-  std::vector<std::pair<const Key*, Value>> out;
+  std::vector<std::pair<std::string, Value>> out;
   if (root.IsNull()) return out;
   if (!root.IsMap()) return Error::validation("configuration file " + file + " must be a mapping of keys");
   std::vector<FieldError> errors;
@@ -259,6 +282,7 @@ Result<std::vector<std::pair<const Key*, Value>>> read_yaml(const Schema& schema
 
 Config::Config(Schema schema) : schema_(std::move(schema)) {
   for (const auto& k : schema_.keys()) {
+    if (!family_prefix(k.name).empty()) continue;  // a family has no value of its own
     auto v = convert(k, k.default_value);
     values_[k.name] = v.ok() ? std::move(v).value() : Value(k.default_value);
     sources_[k.name] = "default";
@@ -269,16 +293,16 @@ Status Config::set(std::string_view key, std::string_view text, std::string sour
   const Key* k = schema_.find(key);
   if (!k) return bad_key(key, "is not a known key");
   HARMAR_TRY(Value v, convert(*k, text));
-  values_[k->name] = std::move(v);
-  sources_[k->name] = std::move(source);
+  values_[std::string(key)] = std::move(v);
+  sources_[std::string(key)] = std::move(source);
   return {};
 }
 
 Status Config::apply_yaml(const std::string& file) {
   HARMAR_TRY(auto entries, read_yaml(schema_, file));
-  for (auto& [k, v] : entries) {
-    values_[k->name] = std::move(v);
-    sources_[k->name] = "file";
+  for (auto& [name, v] : entries) {
+    values_[name] = std::move(v);
+    sources_[name] = "file";
   }
   return {};
 }
@@ -303,14 +327,24 @@ Result<Config> Config::load(Schema schema, const std::string& file,
     auto eq = kv.find('=');
     if (eq == std::string_view::npos) continue;
     std::string_view name = kv.substr(0, eq);
+    std::string key;
+    for (const auto& k : c.schema_.keys())
+      if (family_prefix(k.name).empty() && env_name(k.name) == name) key = k.name;
     for (const auto& k : c.schema_.keys()) {
-      if (env_name(k.name) != name) continue;
-      auto st = c.set(k.name, kv.substr(eq + 1), "env");
-      if (!st.ok()) {
-        Error err = std::move(st).error();
-        err.detail = std::string(name) + ": " + err.detail;
-        return err;
-      }
+      auto prefix = family_prefix(k.name);
+      if (!key.empty() || prefix.empty()) continue;
+      std::string env_prefix = env_name(prefix) + "_";
+      if (name.size() <= env_prefix.size() || name.substr(0, env_prefix.size()) != env_prefix) continue;
+      std::string member;
+      for (char ch : name.substr(env_prefix.size())) member.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(ch))));
+      key = std::string(prefix) + "." + member;
+    }
+    if (key.empty()) continue;
+    auto st = c.set(key, kv.substr(eq + 1), "env");
+    if (!st.ok()) {
+      Error err = std::move(st).error();
+      err.detail = std::string(name) + ": " + err.detail;
+      return err;
     }
   }
   for (const auto& [k, v] : overrides) {
@@ -353,6 +387,17 @@ std::map<std::string, std::string> Config::get_map(std::string_view key) const {
   if (it == values_.end()) return {};
   if (const auto* m = std::get_if<std::map<std::string, std::string>>(&it->second)) return *m;
   return {};
+}
+
+std::vector<std::string> Config::names(std::string_view prefix) const {
+  std::vector<std::string> out;
+  std::string start = std::string(prefix) + ".";
+  for (auto it = values_.lower_bound(start); it != values_.end() && it->first.compare(0, start.size(), start) == 0; ++it) {
+    std::string_view rest = std::string_view(it->first).substr(start.size());
+    const Key* k = schema_.find(it->first);
+    if (rest.find('.') == std::string_view::npos && family_name(rest) && k && k->name != it->first) out.emplace_back(rest);
+  }
+  return out;
 }
 
 const std::string& Config::source(std::string_view key) const {

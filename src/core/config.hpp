@@ -18,7 +18,10 @@ enum class Type { String, Int, Bool, Duration, Size, StringList, StringMap };
 const char* type_name(Type t);
 
 struct Key {
-  std::string name;           // dotted path, e.g. "limits.body_bytes"
+  // Dotted path, e.g. "limits.body_bytes". A final "*" segment ("auth.oauth.*") declares a family
+  // of keys, one per name a user chooses ("auth.oauth.github", "auth.oauth.corp"); the name is
+  // 1..32 of [a-z0-9_-]. Its environment form is HARMAR_AUTH_OAUTH_<NAME> (exact keys win).
+  std::string name;
   Type type;
   std::string default_value;  // in the textual form a user would write; lists/maps comma-separated
   std::string doc;
@@ -33,6 +36,7 @@ std::string env_name(std::string_view key);
 class Schema {
  public:
   void add(Key key);  // re-adding a name replaces it (modules may refine a core default)
+  // The key for `name`: an exact key, else the "*" family it belongs to.
   const Key* find(std::string_view name) const;
   bool has_prefix(std::string_view prefix) const;  // some key starts with "prefix."
   const std::vector<Key>& keys() const { return keys_; }
@@ -67,6 +71,8 @@ class Config {
   int64_t get_size(std::string_view key) const;
   std::vector<std::string> get_list(std::string_view key) const;
   std::map<std::string, std::string> get_map(std::string_view key) const;
+  // The names that were set in the family "prefix.*", sorted: names("auth.oauth") → {"corp", "github"}.
+  std::vector<std::string> names(std::string_view prefix) const;
   const std::string& source(std::string_view key) const;  // "default", "file", "env" or "flag"
 
   const Schema& schema() const { return schema_; }

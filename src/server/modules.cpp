@@ -1,6 +1,7 @@
 #include "server/modules.hpp"
 
 #include "auth/module.hpp"
+#include "auth/signin_module.hpp"
 #include "devices/devices.hpp"
 #include "notify/module.hpp"
 #include "platform/idempotency.hpp"
@@ -14,6 +15,7 @@ std::vector<platform::Module> all_modules() {
   m.push_back(platform::platform_module());
   m.push_back(notify::module());  // before auth: it provides the Mailer auth sends with
   m.push_back(auth::module());
+  m.push_back(auth::signin_module());  // after auth: it uses auth::Accounts
   m.push_back(realtime::module());
   m.push_back(devices::module());
   m.push_back(tasks::module());
