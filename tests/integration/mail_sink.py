@@ -1,5 +1,6 @@
 """Reading the mails the test SMTP sink received (tests/services/smtp_sink.py, started by
 scripts/test-services.sh, which exports HARMAR_TEST_SMTP_URL and HARMAR_TEST_SMTP_DIR).
+(Named mail_sink, not mailbox: that would shadow the standard library module.)
 
     box = Mailbox()                      # remembers what is already there
     ... make harmar send a mail ...
