@@ -138,10 +138,20 @@ void install_routes(net::Router& router, platform::Services& services, std::shar
     auto token = r.optional_string("refresh_token", 0, kMaxToken);
     r.reject_unknown({"refresh_token"});
     if (!r.ok()) co_return r.error();
-    auto st = co_await s->logout(req.principal, std::move(token), ClientInfo::from(req));
+    // An expired access token must not stop a logout that names its refresh token.
+    std::optional<Principal> who;
+    if (req.has_header("Authorization")) {
+      auto p = co_await s->authenticate(req);
+      if (p.ok()) {
+        who = std::move(p).value();
+      } else if (!token || token->empty()) {
+        co_return p.error();
+      }
+    }
+    auto st = co_await s->logout(std::move(who), std::move(token), ClientInfo::from(req));
     if (!st.ok()) co_return st.error();
     co_return Response::no_content();
-  }, {.auth = net::Auth::Optional});
+  });
 
   router.post("/v1/auth/verify-email", [s, keep](Request& req) -> asio::awaitable<Response> {
     HARMAR_CO_TRY(js::object body, platform::json_body(req));

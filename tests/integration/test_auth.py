@@ -249,6 +249,12 @@ def test_logout_ends_the_session(harmar):
     assert h.request("POST", "/v1/auth/logout", {"refresh_token": b["refresh_token"]}).status == 204
     problem(h.get("/v1/auth/me", headers=bearer(b["access_token"])), 401, "invalid_token")
     problem(h.request("POST", "/v1/auth/logout", {}), 401, "unauthorized")
+    # An expired or ended access token does not stop a logout by refresh token.
+    c = login(h, "dave@example.com").json()
+    r = h.request("POST", "/v1/auth/logout", {"refresh_token": c["refresh_token"]}, headers=bearer(a["access_token"]))
+    assert r.status == 204, r.body
+    problem(h.request("POST", "/v1/auth/refresh", {"refresh_token": c["refresh_token"]}), 401, "invalid_token")
+    problem(h.request("POST", "/v1/auth/logout", {}, headers=bearer(a["access_token"])), 401, "invalid_token")
     problem(h.request("POST", "/v1/auth/logout", {"refresh_token": "hrt_unknown"}), 401, "invalid_token")
 
 
