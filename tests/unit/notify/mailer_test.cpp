@@ -222,6 +222,25 @@ TEST(OutboxMailer, without_smtp_a_mail_is_logged_and_recorded_with_its_secret_re
   EXPECT_TRUE(rows[0].sent_at.has_value());
 }
 
+TEST(OutboxMailer, the_outbox_works_on_postgresql) {
+  auto db = std::move(store::Database::open(testing::fresh_pg_schema_url("notify_outbox"))).value();
+  std::vector<store::ModuleMigrations> mods{{"notify", outbox::migrations()}};
+  auto migrated = testing::run(store::migrate(*db, mods));
+  ASSERT_TRUE(migrated.ok()) << migrated.error().detail;
+  OutboxMailer mailer(settings_for(std::nullopt), *db, Templates::builtin());
+  TemplateVars v;
+  v["token"] = "pg-secret-token";
+  ASSERT_TRUE(testing::run(mailer.send_template("verify-email", "pg@example.test", v)).ok());
+  auto rows = outbox_rows(*db, "pg@example.test");
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].status, "logged");
+  EXPECT_TRUE(rows[0].redacted);
+  EXPECT_EQ(rows[0].body->find("pg-secret-token"), std::string::npos);
+  auto purged = testing::run(outbox::purge(*db, now_ms() + 1000));
+  ASSERT_TRUE(purged.ok());
+  EXPECT_EQ(*purged, 1);
+}
+
 TEST(OutboxMailer, an_invalid_mail_is_refused_and_not_recorded) {
   auto db = outbox_db();
   OutboxMailer mailer(settings_for(std::nullopt), *db, Templates::builtin());
