@@ -52,3 +52,45 @@ def test_without_smtp_mails_go_to_the_log_and_the_outbox_says_logged(harmar, tmp
     rows = wait_until(lambda: outbox_rows(h, to), timeout=10, what="the outbox row")
     assert rows[0][0] == "verify-email" and rows[0][1] == "logged"
     assert "/verify-email?token=" in h.read_log()
+
+
+def test_smtp_auth_is_used_and_a_wrong_password_fails_the_mail(harmar, tmp):
+    """A second sink, started here, that requires SMTP AUTH (without TLS: it is on loopback)."""
+    import pathlib
+    import subprocess
+    import sys
+    from harness import wait_until
+    from signin_support import free_port
+    port = free_port()
+    maildir = tmp / "auth-mail"
+    sink = pathlib.Path(__file__).resolve().parents[1] / "services" / "smtp_sink.py"
+    proc = subprocess.Popen(["/usr/bin/python3", str(sink), "--port", str(port), "--dir", str(maildir),
+                             "--auth", "mailer:s3cret"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import socket
+
+        def listening():
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return True
+            except OSError:
+                return False
+        wait_until(listening, timeout=15, what="the AUTH sink")
+        box = Mailbox(str(maildir))
+        ok = start_configured(harmar, tmp, {"smtp": {"url": f"smtp://127.0.0.1:{port}", "user": "mailer",
+                                                     "password": "s3cret", "attempts": 1}})
+        assert ok.request("POST", "/v1/auth/register", {"email": "authed@example.test", "password": PASSWORD}).status == 201
+        box.wait_for("authed@example.test", timeout=15)
+        assert "s3cret" not in ok.read_log()
+
+        bad = start_configured(harmar, tmp, {"smtp": {"url": f"smtp://127.0.0.1:{port}", "user": "mailer",
+                                                      "password": "wr0ng-pw-7", "attempts": 1}})
+        assert bad.request("POST", "/v1/auth/register", {"email": "refused@example.test", "password": PASSWORD}).status == 201
+        rows = wait_until(lambda: [r for r in outbox_rows(bad, "refused@example.test") if r[1] != "queued"], timeout=15,
+                          what="the failed outbox row")
+        assert rows[0][1] == "failed" and rows[0][5], rows
+        assert "wr0ng-pw-7" not in (rows[0][5] or "")
+        box.assert_none("refused@example.test")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -3,6 +3,7 @@ maildir-like directory: DIR/new/<time>.<n>.eml, written to DIR/tmp first and ren
 never sees half a file. The envelope goes in front as X-Envelope-From / X-Envelope-To headers.
 
     /usr/bin/python3 tests/services/smtp_sink.py --port 2525 --dir /tmp/mails [--pidfile F]
+        [--auth USER:PASSWORD]   # require SMTP AUTH (PLAIN/LOGIN, allowed without TLS: loopback tests)
 """
 import argparse
 import asyncio
@@ -12,6 +13,7 @@ import signal
 import time
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 class SaveToDir:
@@ -41,9 +43,19 @@ def main():
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--dir", required=True)
     ap.add_argument("--pidfile")
+    ap.add_argument("--auth", help="USER:PASSWORD that clients must AUTH with")
     args = ap.parse_args()
+    extra = {}
+    if args.auth:
+        user, password = args.auth.encode().split(b":", 1)
+
+        def authenticator(server, session, envelope, mechanism, auth_data):
+            ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (user, password)
+            return AuthResult(success=ok)
+
+        extra = {"authenticator": authenticator, "auth_required": True, "auth_require_tls": False}
     controller = Controller(SaveToDir(args.dir), hostname=args.host, port=args.port,
-                            data_size_limit=10 * 1024 * 1024)
+                            data_size_limit=10 * 1024 * 1024, **extra)
     controller.start()
     if args.pidfile:
         with open(args.pidfile, "w") as f:
