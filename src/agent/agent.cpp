@@ -359,8 +359,12 @@ class Agent {
       for (auto& id : ids) running.emplace_back(id);
       std::string body = js::serialize(
           js::object{{"max", free}, {"wait_s", o_.wait_s}, {"types", types}, {"running", std::move(running)}});
+      // Only a poll that cannot claim (max 0: it waits for cancels) is cut short when a slot frees
+      // up. One that may claim runs to its answer: abandoned, it could still lease tasks for us
+      // that nobody would hear about until the lease ran out.
       abort_poll_ = false;
-      auto r = c.request("POST", "/v1/daemon/tasks/pending", body, (o_.wait_s + 15) * 1000L, &abort_poll_);
+      const std::atomic<bool>* abort = free == 0 ? &abort_poll_ : &stopping_;
+      auto r = c.request("POST", "/v1/daemon/tasks/pending", body, (o_.wait_s + 15) * 1000L, abort);
       if (r.aborted) continue;  // a slot freed up, or we are stopping
       if (r.status == 401 && error_code_of(r) == "invalid_api_key") {
         key_rejected();

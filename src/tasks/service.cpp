@@ -506,6 +506,7 @@ asio::awaitable<Result<Pending>> Service::pending(const Principal& device, Pendi
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(std::min(in.wait_s, opts_.max_wait_s));
   for (;;) {
     Pending out;
+    if (wakeups_.departed_since(d->id, waiter.started())) co_return out;  // a poll its agent left behind
     if (in.max > 0) {
       auto claimed = co_await claim(*d, std::min(in.max, kMaxClaim), in.types);
       if (!claimed) co_return std::move(claimed).error();
@@ -658,6 +659,9 @@ asio::awaitable<Result<devices::HeartbeatTasks>> Service::on_heartbeat(const dev
 
 asio::awaitable<void> Service::on_device_gone(devices::DeviceInfo d, bool deleted) {
   int64_t now = now_ms();
+  // Long-polls the agent abandoned (on any node) must not lease anything after this.
+  wakeups_.depart(d.id);
+  kick_goodbye(d.id);
   auto released = co_await repo_.release_device(s_.db, d.id, now);
   if (!released.ok()) {
     logger()->warn(log::fields({{"msg", "could not release a departed device's tasks; their leases will expire"},

@@ -142,6 +142,7 @@ class Service final : public devices::TaskHooks, public std::enable_shared_from_
   void kick(std::string payload);
   void kick_user(const std::string& user_id) { kick("u:" + user_id); }
   void kick_device(const std::string& device_id) { kick("d:" + device_id); }
+  void kick_goodbye(const std::string& device_id) { kick("g:" + device_id); }
   void kick_later(const std::string& user_id, int64_t at_ms);
   asio::awaitable<void> send_kicks(std::string payload);
 

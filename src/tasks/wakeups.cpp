@@ -68,11 +68,30 @@ void Wakeups::wake_all() {
 void Wakeups::signal(std::string_view payload) {
   if (payload.starts_with("u:")) {
     wake_user(std::string(payload.substr(2)));
+  } else if (payload.starts_with("g:")) {
+    depart(std::string(payload.substr(2)));
   } else if (payload.starts_with("d:")) {
     wake_device(std::string(payload.substr(2)));
   } else {
     wake_all();
   }
+}
+
+void Wakeups::depart(const std::string& device_id) {
+  {
+    std::lock_guard lock(mu_);
+    auto now = std::chrono::steady_clock::now();
+    if (departed_.size() > 10'000)
+      std::erase_if(departed_, [&](const auto& kv) { return now - kv.second > std::chrono::minutes(2); });
+    departed_[device_id] = now;
+  }
+  wake_device(device_id);
+}
+
+bool Wakeups::departed_since(const std::string& device_id, std::chrono::steady_clock::time_point since) const {
+  std::lock_guard lock(mu_);
+  auto it = departed_.find(device_id);
+  return it != departed_.end() && it->second >= since;
 }
 
 void Wakeups::stop() {

@@ -29,6 +29,7 @@ class Waiter {
   Waiter(const Waiter&) = delete;
   Waiter& operator=(const Waiter&) = delete;
 
+  std::chrono::steady_clock::time_point started() const { return started_; }
   // Sleeps until woken (since the last call) or `deadline`; true if woken.
   asio::awaitable<bool> wait_until(std::chrono::steady_clock::time_point deadline);
 
@@ -43,15 +44,20 @@ class Waiter {
   Wakeups& w_;
   std::string user_id_, device_id_;
   std::shared_ptr<State> st_;
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 
 class Wakeups {
  public:
-  // "u:<user>" or "d:<device>"; anything else wakes everyone (harmless).
+  // "u:<user>", "d:<device>", or "g:<device>" (the device said goodbye or was deleted: waits it
+  // left behind must not claim any more); anything else wakes everyone (harmless).
   void signal(std::string_view payload);
   void wake_user(const std::string& user_id);
   void wake_device(const std::string& device_id);
   void wake_all();
+  void depart(const std::string& device_id);
+  // Whether the device said goodbye after `since` (a waiter that old belongs to a gone agent).
+  bool departed_since(const std::string& device_id, std::chrono::steady_clock::time_point since) const;
   // From now on every wait returns at once.
   void stop();
   bool stopping() const { return stopping_.load(); }
@@ -65,6 +71,7 @@ class Wakeups {
 
   mutable std::mutex mu_;
   std::unordered_multimap<std::string, Waiter*> by_user_, by_device_;
+  std::unordered_map<std::string, std::chrono::steady_clock::time_point> departed_;
   std::atomic<bool> stopping_{false};
 };
 
