@@ -29,16 +29,21 @@ want=("${build_pkgs[@]}" "${test_pkgs[@]}")
 # Node runs the npm test services (below); Debian's nodejs/npm only when no node is installed.
 command -v node >/dev/null && command -v npm >/dev/null || want+=(nodejs npm)
 
-# npm modules for the test services (tests/services/package.json, pinned by its package-lock.json),
-# installed into tests/services/node_modules; `npm ci` runs again only when the lock changed.
-npm_deps() {
+# npm modules, each folder pinned by its package-lock.json and installed into its own
+# node_modules: the test services (tests/services) and, with the bench packages, the queue
+# benchmark's BullMQ (bench/queue). `npm ci` runs again only when a lock changed.
+npm_dir() {
   local dir stamp
-  dir="$(cd "$(dirname "$0")/.." && pwd)/tests/services"
+  dir="$(cd "$(dirname "$0")/.." && pwd)/$1"
   stamp="$dir/node_modules/.package-lock.sha256"
   [[ -f $dir/package-lock.json ]] || return 0
   if [[ -f $stamp ]] && (cd "$dir" && sha256sum --status -c "$stamp" 2>/dev/null); then return 0; fi
-  echo "install-deps: npm ci in tests/services"
+  echo "install-deps: npm ci in $1"
   (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) && (cd "$dir" && sha256sum package-lock.json >"$stamp")
+}
+npm_deps() {
+  npm_dir tests/services
+  if [[ "${HARMAR_BENCH_DEPS:-1}" == 1 ]]; then npm_dir bench/queue; fi
 }
 
 missing=()
