@@ -134,12 +134,25 @@ int serve(const config::Config& cfg, const RunOptions& run) {
   platform::EventBus events(*st.pubsub);
   platform::Services services(cfg, *st.db, *st.pubsub, *st.kv, *st.blobs, events, background);
   auto modules = all_modules();
-  for (auto& m : modules)
-    if (m.provide) m.provide(services);
   net::Router router;
-  install_system_routes(router, services);
-  for (auto& m : modules)
-    if (m.routes) m.routes(router, services);
+  // A module that cannot set itself up (an unreadable key file, a bad route) stops the start
+  // with its name and reason, not with an unhandled exception.
+  std::string phase;
+  try {
+    for (auto& m : modules) {
+      phase = m.name + ": setting up";
+      if (m.provide) m.provide(services);
+    }
+    install_system_routes(router, services);
+    for (auto& m : modules) {
+      phase = m.name + ": installing routes";
+      if (m.routes) m.routes(router, services);
+    }
+  } catch (const std::exception& e) {
+    logger->critical(log::fields({{"msg", "cannot start"}, {"phase", phase}, {"error", e.what()}}));
+    stop_background();
+    return 1;
+  }
   metrics::register_process_metrics(metrics::registry());
 
   net::Server server(net::ServerOptions::from(cfg), router, services.auth);
@@ -148,8 +161,18 @@ int serve(const config::Config& cfg, const RunOptions& run) {
     stop_background();
     return 1;
   }
-  for (auto& m : modules)
-    if (m.start) m.start(services);
+  try {
+    for (auto& m : modules) {
+      phase = m.name + ": starting";
+      if (m.start) m.start(services);
+    }
+  } catch (const std::exception& e) {
+    logger->critical(log::fields({{"msg", "cannot start"}, {"phase", phase}, {"error", e.what()}}));
+    server.shutdown();
+    server.wait();
+    stop_background();
+    return 1;
+  }
   if (!run.port_file.empty() && !write_port_file(run.port_file, server.port())) {
     logger->critical(log::fields({{"msg", "cannot write the port file"}, {"path", run.port_file}}));
     server.shutdown();
