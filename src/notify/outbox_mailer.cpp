@@ -101,7 +101,8 @@ asio::awaitable<Status> OutboxMailer::send(Mail mail) {
   int64_t backoff = settings_.retry_backoff_ms;
   while (true) {
     ++attempts;
-    outcome = co_await run_blocking([&smtp, &to, &body] { return smtp_send_sync(smtp, to, body); });
+    auto transfer = [&smtp, &to, &body] { return smtp_send_sync(smtp, to, body); };  // a named closure (g++ 12, docs/modules.md)
+    outcome = co_await run_blocking(transfer);
     if (outcome.ok || !outcome.transient || attempts >= settings_.attempts) break;
     asio::steady_timer timer(ex, std::chrono::milliseconds(backoff));
     boost::system::error_code ec;
