@@ -618,7 +618,7 @@ asio::awaitable<Status> Repo::schedule_ran(Querier& q, const std::string& id, in
                                            std::optional<int64_t> next_run_at, const std::string& task_id) {
   auto n = co_await q.exec(
       "UPDATE task_schedules SET last_run_at = $2, next_run_at = $3, last_task_id = $4, updated_at = $2,"
-      " enabled = CASE WHEN $3 IS NULL THEN 0 ELSE enabled END WHERE id = $1",
+      " enabled = CASE WHEN CAST($3 AS BIGINT) IS NULL THEN 0 ELSE enabled END WHERE id = $1",
       {id, ran_at, store::nullable(next_run_at), task_id});
   if (!n) co_return std::move(n).error();
   co_return Status{};
