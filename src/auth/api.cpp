@@ -207,16 +207,9 @@ void install_routes(net::Router& router, platform::Services& services, std::shar
     HARMAR_CO_TRY(platform::Page page, platform::page_params(req));
     auto rows = co_await s->sessions(p.user_id, page.after, page.limit + 1);
     if (!rows.ok()) co_return rows.error();
-    js::array items;
-    std::optional<std::string> next;
-    for (std::size_t i = 0; i < rows->size(); ++i) {
-      if (static_cast<int>(i) == page.limit) {
-        next = (*rows)[i - 1].id;
-        break;
-      }
-      items.push_back(session_json((*rows)[i], p.session_id));
-    }
-    co_return platform::list_response(std::move(items), next);
+    co_return platform::page_response(
+        *rows, page.limit, [&](const auto& row) { return session_json(row, p.session_id); },
+        [](const auto& row) { return row.id; });
   }, {.auth = net::Auth::User});
 
   router.del("/v1/auth/sessions/{id}", [s, keep](Request& req) -> asio::awaitable<Response> {
@@ -266,16 +259,9 @@ void install_routes(net::Router& router, platform::Services& services, std::shar
     HARMAR_CO_TRY(platform::Page page, platform::page_params(req));
     auto rows = co_await s->api_keys(p.user_id, page.after, page.limit + 1);
     if (!rows.ok()) co_return rows.error();
-    js::array items;
-    std::optional<std::string> next;
-    for (std::size_t i = 0; i < rows->size(); ++i) {
-      if (static_cast<int>(i) == page.limit) {
-        next = (*rows)[i - 1].id;
-        break;
-      }
-      items.push_back(api_key_json((*rows)[i]));
-    }
-    co_return platform::list_response(std::move(items), next);
+    co_return platform::page_response(
+        *rows, page.limit, [&](const auto& row) { return api_key_json(row); },
+        [](const auto& row) { return row.id; });
   }, {.auth = net::Auth::User});
 
   router.del("/v1/api-keys/{id}", [s, keep](Request& req) -> asio::awaitable<Response> {
@@ -360,16 +346,9 @@ void install_routes(net::Router& router, platform::Services& services, std::shar
       co_return Error::validation("filters too long", {{"user_id", "at most 64 bytes"}});
     auto rows = co_await s->audit_log(std::move(user_id), std::move(event), page.after, page.limit + 1);
     if (!rows.ok()) co_return rows.error();
-    js::array items;
-    std::optional<std::string> next;
-    for (std::size_t i = 0; i < rows->size(); ++i) {
-      if (static_cast<int>(i) == page.limit) {
-        next = (*rows)[i - 1].id;
-        break;
-      }
-      items.push_back(audit_json((*rows)[i]));
-    }
-    co_return platform::list_response(std::move(items), next);
+    co_return platform::page_response(
+        *rows, page.limit, [&](const auto& row) { return audit_json(row); },
+        [](const auto& row) { return row.id; });
   }, {.auth = net::Auth::User, .permission = "audit.read"});
 }
 

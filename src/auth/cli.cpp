@@ -10,30 +10,11 @@
 #include "auth/auth_service.hpp"
 #include "auth/keys.hpp"
 #include "core/blocking.hpp"
+#include "platform/run.hpp"
 
 namespace harmar::auth {
 
 namespace {
-
-std::string database_url(const config::Config& cfg) {
-  std::string url = cfg.get_string("db");
-  if (url.empty()) url = "sqlite://" + cfg.get_string("data_dir") + "/harmar.db";
-  return url;
-}
-
-template <class T>
-asio::awaitable<std::optional<T>> as_optional(asio::awaitable<T> aw) {
-  co_return co_await std::move(aw);
-}
-
-// Result<T> has no default constructor, which use_future needs: carry it in an optional.
-template <class T>
-T run_to_end(asio::awaitable<T> aw) {
-  asio::io_context ioc;
-  auto fut = asio::co_spawn(ioc, as_optional(std::move(aw)), asio::use_future);
-  ioc.run();
-  return std::move(*fut.get());
-}
 
 int fail(const std::string& what, const Error& e) {
   std::cerr << "harmar: " << what << ": " << e.detail;
@@ -47,14 +28,14 @@ int fail(const std::string& what, const Error& e) {
 int cli_rotate_keys(const config::Config& cfg) {
   auto secret = load_server_secret(cfg);
   if (!secret.ok()) return fail("cannot load the server secret", secret.error());
-  auto db = store::Database::open(database_url(cfg));
+  auto db = store::Database::open(platform::database_url(cfg));
   if (!db.ok()) return fail("cannot open the database", db.error());
   int rc = 0;
   {
     KeyRing ring(**db, *secret, cfg.get_duration_ms("auth.access_ttl"));
-    auto loaded = run_to_end(ring.reload());
+    auto loaded = platform::run_sync(ring.reload());
     if (!loaded.ok()) return fail("cannot read the signing keys", loaded.error());
-    auto kid = run_to_end(ring.rotate());
+    auto kid = platform::run_sync(ring.rotate());
     if (!kid.ok()) {
       rc = fail("cannot rotate the signing keys", kid.error());
     } else {
@@ -71,7 +52,7 @@ int cli_create_user(const config::Config& cfg, const std::string& email, const s
                     const std::string& name, const std::vector<std::string>& roles) {
   auto secret = load_server_secret(cfg);
   if (!secret.ok()) return fail("cannot load the server secret", secret.error());
-  auto db = store::Database::open(database_url(cfg));
+  auto db = store::Database::open(platform::database_url(cfg));
   if (!db.ok()) return fail("cannot open the database", db.error());
   auto kv = store::Kv::open("");
   auto pubsub = store::PubSub::open("");
@@ -79,7 +60,7 @@ int cli_create_user(const config::Config& cfg, const std::string& email, const s
   int rc = 0;
   {
     AuthService svc(Settings::from(cfg), **db, **kv, **pubsub, *secret);
-    auto user = run_to_end(svc.create_user(email, password, name, roles));
+    auto user = platform::run_sync(svc.create_user(email, password, name, roles));
     if (!user.ok()) {
       rc = fail("cannot create the user", user.error());
     } else {

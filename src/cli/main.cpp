@@ -8,6 +8,7 @@
 #include "agent/agent.hpp"
 #include "core/config.hpp"
 #include "core/version.hpp"
+#include "data/data.hpp"
 #include "server/app.hpp"
 
 namespace {
@@ -120,6 +121,22 @@ int main(int argc, char** argv) {
   create_user->add_option("--name", new_name, "a display name");
   create_user->add_option("--role", new_roles, "a role to give it (repeatable; default: user)");
 
+  auto* collections = app.add_subcommand("collections", "manage data collections declaratively");
+  collections->require_subcommand(1);
+  ConfigFlags apply_flags;
+  std::string collections_file;
+  bool apply_dry_run = false, apply_prune = false;
+  auto* apply = collections->add_subcommand("apply", "make the database's collections match FILE.yaml, as one reversible migration; prints the plan");
+  apply_flags.attach(apply);
+  apply->add_option("file", collections_file, "YAML file: a list of collection definitions under `collections:`")->required();
+  apply->add_flag("--dry-run", apply_dry_run, "print the plan and change nothing");
+  apply->add_flag("--prune", apply_prune, "also drop collections the file does not define");
+  ConfigFlags rollback_flags;
+  bool rollback_dry_run = false;
+  auto* rollback = collections->add_subcommand("rollback", "undo the last applied collections migration");
+  rollback_flags.attach(rollback);
+  rollback->add_flag("--dry-run", rollback_dry_run, "print what would be undone and change nothing");
+
   CLI11_PARSE(app, argc, argv);
 
   if (*serve) {
@@ -143,6 +160,18 @@ int main(int argc, char** argv) {
     if (!cfg) return 2;
     if (int rc = harmar::server::migrate(*cfg); rc != 0) return rc;
     return harmar::auth::cli_create_user(*cfg, new_email, new_password, new_name, new_roles);
+  }
+  if (*apply) {
+    auto cfg = apply_flags.load();
+    if (!cfg) return 2;
+    if (int rc = harmar::server::migrate(*cfg); rc != 0) return rc;
+    return harmar::data::cli_apply(*cfg, collections_file, apply_dry_run, apply_prune);
+  }
+  if (*rollback) {
+    auto cfg = rollback_flags.load();
+    if (!cfg) return 2;
+    if (int rc = harmar::server::migrate(*cfg); rc != 0) return rc;
+    return harmar::data::cli_rollback(*cfg, rollback_dry_run);
   }
   if (*check) {
     auto st = Config::check_file(harmar::server::full_schema(), check_file);

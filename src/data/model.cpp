@@ -432,14 +432,16 @@ bool valid_json_path(std::string_view dotted) {
 std::string index_name(const Collection& c, const Index& idx, bool unique_field) {
   std::string cols;
   for (const auto& i : idx) {
-    if (!cols.empty()) cols += '_';
+    if (!cols.empty()) cols += ',';
     cols += i;
   }
-  std::string base = (unique_field ? "ux_" : "ix_") + c.name + "_";
-  std::string readable;
-  for (char ch : cols) readable += ch == '.' ? '_' : static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  if (readable.size() > 24) readable.resize(24);
-  return base + readable + fmt::format("_{:08x}", fnv1a(cols));
+  // At most 63 characters (PostgreSQL's limit): a readable part, then a hash of the whole.
+  std::string name = (unique_field ? "ux_" : "ix_") + c.name + "_";
+  for (char ch : cols) {
+    if (name.size() >= 54) break;
+    name += (ch == '.' || ch == ',') ? '_' : static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  }
+  return name + fmt::format("_{:08x}", fnv1a(c.name + "/" + cols));
 }
 
 std::string path_column(std::string_view dotted_path) {

@@ -20,8 +20,10 @@ Dialect dialect_of(const store::Database& db);
 // Placeholders for one statement: add() appends a value and answers its "$N".
 class SqlParams {
  public:
+  explicit SqlParams(Dialect d = Dialect::Sqlite) : dialect(d) {}
   std::string add(store::Param p);
   std::size_t size() const { return params.size(); }
+  Dialect dialect;
   store::Params params;
 };
 

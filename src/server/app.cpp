@@ -18,6 +18,7 @@
 #include "core/metrics.hpp"
 #include "net/server.hpp"
 #include "platform/module.hpp"
+#include "platform/run.hpp"
 #include "server/modules.hpp"
 #include "server/system_api.hpp"
 
@@ -46,21 +47,6 @@ std::vector<store::ModuleMigrations> all_migrations() {
   return out;
 }
 
-std::string database_url(const config::Config& cfg) {
-  std::string url = cfg.get_string("db");
-  if (url.empty()) url = "sqlite://" + cfg.get_string("data_dir") + "/harmar.db";
-  return url;
-}
-
-// Runs a coroutine to completion on `ioc` from a plain thread (startup work before the server runs).
-template <class T>
-T run_on(asio::io_context& ioc, asio::awaitable<T> aw) {
-  auto fut = asio::co_spawn(ioc, std::move(aw), asio::use_future);
-  ioc.restart();
-  ioc.run();
-  return fut.get();
-}
-
 bool write_port_file(const std::string& path, uint16_t port) {
   std::string tmp = path + ".tmp";
   {
@@ -85,7 +71,7 @@ Result<Storage> open_storage(const config::Config& cfg) {
   Storage s;
   store::Database::Options dbo;
   dbo.pool_per_worker = static_cast<int>(cfg.get_int("db_pool"));
-  HARMAR_TRY(s.db, store::Database::open(database_url(cfg), dbo));
+  HARMAR_TRY(s.db, store::Database::open(platform::database_url(cfg), dbo));
   HARMAR_TRY(s.pubsub, store::PubSub::open(cfg.get_string("redis")));
   HARMAR_TRY(s.kv, store::Kv::open(cfg.get_string("redis")));
   HARMAR_TRY(s.blobs, store::BlobStore::open(cfg.get_string("blobs"), cfg.get_string("data_dir")));
@@ -115,7 +101,7 @@ int serve(const config::Config& cfg, const RunOptions& run) {
     return 1;
   }
   Storage& st = *storage;
-  auto migrated = run_on(control, store::migrate(*st.db, all_migrations()));
+  auto migrated = platform::run_sync(control, store::migrate(*st.db, all_migrations()));
   if (!migrated.ok()) {
     logger->critical(log::fields({{"msg", "migrations failed"}, {"error", migrated.error().detail}}));
     return 1;
@@ -208,12 +194,12 @@ int migrate(const config::Config& cfg) {
   auto logger = log::get("server");
   asio::io_context control;
   store::Database::Options dbo;
-  auto db = store::Database::open(database_url(cfg), dbo);
+  auto db = store::Database::open(platform::database_url(cfg), dbo);
   if (!db.ok()) {
     logger->critical(log::fields({{"msg", "cannot open the database"}, {"error", db.error().detail}}));
     return 1;
   }
-  auto migrated = run_on(control, store::migrate(**db, all_migrations()));
+  auto migrated = platform::run_sync(control, store::migrate(**db, all_migrations()));
   if (!migrated.ok()) {
     logger->critical(log::fields({{"msg", "migrations failed"}, {"error", migrated.error().detail}}));
     return 1;

@@ -2,7 +2,9 @@
 
 #include "auth/module.hpp"
 #include "auth/signin_module.hpp"
+#include "data/data.hpp"
 #include "devices/devices.hpp"
+#include "im/im.hpp"
 #include "notify/module.hpp"
 #include "platform/idempotency.hpp"
 #include "realtime/realtime.hpp"
@@ -17,6 +19,8 @@ std::vector<platform::Module> all_modules() {
   m.push_back(auth::module());
   m.push_back(auth::signin_module());  // after auth: it uses auth::Accounts
   m.push_back(realtime::module());
+  m.push_back(im::module());  // after realtime: it pushes through Publisher and adds a Channels rule
+  m.push_back(data::module());  // after realtime: it publishes through realtime::Publisher
   m.push_back(devices::module());
   m.push_back(tasks::module());
   // Each domain module adds itself here, after the modules whose services it finds.
