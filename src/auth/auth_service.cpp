@@ -1064,8 +1064,19 @@ asio::awaitable<Result<User>> AuthService::find_or_create_by_email(std::string e
     if (*found) {
       User u = (*found)->user;
       if (email_verified && !u.email_verified) {
+        // The provider proved this address belongs to the person signing in; whoever registered
+        // it without proving it (possibly someone else, pre-registering to hijack it) loses the
+        // password they chose and every session they hold. The owner can set a password through
+        // forgot-password.
         auto v = co_await repo::set_email_verified(db_, u.id);
         if (!v.ok()) co_return v.error();
+        auto cleared = co_await repo::set_password_hash(db_, u.id, "");
+        if (!cleared.ok()) co_return cleared.error();
+        auto ended = co_await repo::revoke_user_sessions(db_, u.id, now_ms(), "email_claimed");
+        if (!ended.ok()) co_return ended.error();
+        co_await broadcast_revoked(*ended);
+        AuditEvent e{"user.email_claimed", u.id, ClientInfo{}, js::object{{"via", "verified identity"}}};
+        co_await audit(std::move(e));
         u.email_verified = true;
       }
       co_return u;

@@ -149,6 +149,14 @@ def test_oidc_links_an_existing_account_by_its_verified_email(harmar, tmp):
     assert r.status == 200, r.body
     assert r.json()["user"]["id"] == reg.json()["user"]["id"]
     assert me(h, r.json()["access_token"])["email_verified"] is True
+    # Whoever registered the address without proving it (maybe not its owner) is locked out:
+    # the password chosen then no longer works and the sessions made with it are over.
+    again = h.request("POST", "/v1/auth/login", {"email": f"{login}@example.test", "password": "correct horse battery"})
+    assert again.status == 401, again.body
+    old = h.request("GET", "/v1/auth/me", headers={"Authorization": f"Bearer {reg.json()['access_token']}"})
+    assert old.status == 401, old.body
+    stale = h.request("POST", "/v1/auth/refresh", {"refresh_token": reg.json()["refresh_token"]})
+    assert stale.status == 401, stale.body
 
 
 def test_oidc_account_with_an_unverified_email_gets_its_own_account(harmar, tmp):
