@@ -61,6 +61,22 @@ std::string make_frame(std::string_view client_channel, int64_t seq, std::string
   return f;
 }
 
+std::string make_ephemeral_frame(std::string_view client_channel, std::string_view type, std::string_view data_json,
+                                 int64_t at_ms) {
+  std::string f;
+  f.reserve(64 + client_channel.size() + type.size() + data_json.size());
+  f += "{\"type\":";
+  f += js::serialize(js::string(type));
+  f += ",\"channel\":";
+  f += js::serialize(js::string(client_channel));
+  f += ",\"data\":";
+  f += data_json.empty() ? std::string_view("{}") : data_json;
+  f += ",\"ts\":\"";
+  f += format_rfc3339(at_ms);
+  f += "\"}";
+  return f;
+}
+
 std::string client_name(std::string_view key) {
   if (key.size() > 2 && key.substr(0, 2) == "u/") {
     auto slash = key.find('/', 2);
@@ -116,6 +132,15 @@ asio::awaitable<Result<int64_t>> Appender::publish(std::string channel, std::str
     co_await p->done_signal.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
   }
   co_return std::move(p->result);
+}
+
+asio::awaitable<Status> Appender::publish_ephemeral(std::string channel, std::string type, js::object data) {
+  {
+    std::lock_guard lock(mu_);
+    if (stopped_) co_return Error::unavailable("the realtime service is stopping");
+  }
+  std::string frame = make_ephemeral_frame(client_name(channel), type, js::serialize(data), now_ms());
+  co_return co_await pubsub_.publish("rt:" + channel, wire(0, frame));
 }
 
 asio::awaitable<void> Appender::run() {
@@ -187,6 +212,52 @@ const ChannelRule* ChannelRules::find(std::string_view name) const {
   return nullptr;
 }
 
+// --- ConnectionCounter --------------------------------------------------------------------
+
+void ConnectionCounter::watch(Watcher w) {
+  std::lock_guard lock(mu_);
+  watchers_.push_back(std::make_shared<Watcher>(std::move(w)));
+}
+
+std::vector<std::string> ConnectionCounter::online_users() const {
+  std::lock_guard lock(mu_);
+  std::vector<std::string> out;
+  out.reserve(open_.size());
+  for (const auto& [user, n] : open_) out.push_back(user);
+  return out;
+}
+
+void ConnectionCounter::opened(const std::string& user_id) {
+  std::lock_guard lock(mu_);
+  if (++open_[user_id] == 1) tell(user_id, true);
+}
+
+void ConnectionCounter::closed(const std::string& user_id) {
+  std::lock_guard lock(mu_);
+  auto it = open_.find(user_id);
+  if (it == open_.end()) return;
+  if (--it->second > 0) return;
+  open_.erase(it);
+  tell(user_id, false);
+}
+
+void ConnectionCounter::tell(const std::string& user_id, bool online) {
+  for (const auto& w : watchers_) asio::post(background_, [w, user_id, online] { (*w)(user_id, online); });
+}
+
+// --- LiveEvent ----------------------------------------------------------------------------
+
+const js::object* LiveEvent::data() const {
+  if (!parsed_) {
+    parsed_ = true;
+    boost::system::error_code ec;
+    value_ = js::parse(frame, ec);
+    if (ec) value_ = nullptr;
+  }
+  const js::value* d = value_.is_object() ? value_.as_object().if_contains("data") : nullptr;
+  return d && d->is_object() ? &d->as_object() : nullptr;
+}
+
 // --- Hub ----------------------------------------------------------------------------------
 
 void Hub::join(const std::string& key, Session* s) {
@@ -215,10 +286,10 @@ void Hub::on_message(const std::string& key, std::string_view payload) {
   if (nl == std::string_view::npos ||
       std::from_chars(payload.data(), payload.data() + nl, seq).ec != std::errc())
     return;
-  std::string_view frame = payload.substr(nl + 1);
+  LiveEvent event(seq, payload.substr(nl + 1));
   // Copy: a session may leave (and shrink the list) while being delivered to.
   auto members = it->second.members;
-  for (Session* s : members) s->deliver(key, seq, frame);
+  for (Session* s : members) s->deliver(key, event);
 }
 
 Hub& Hubs::for_executor(const asio::any_io_executor& ex) {
@@ -255,28 +326,44 @@ void Session::send_error(std::string_view code, std::string_view detail, std::st
   ws_.send(js::serialize(o));
 }
 
-void Session::send_event(Sub& sub, int64_t seq, std::string_view frame) {
+bool Session::passes(const Sub& sub, std::string_view frame, const js::object* data) const {
+  if (!sub.filter) return true;
+  if (data) return sub.filter(*data);
+  boost::system::error_code ec;
+  js::value v = js::parse(frame, ec);
+  const js::value* d = ec || !v.is_object() ? nullptr : v.as_object().if_contains("data");
+  return d && d->is_object() && sub.filter(d->as_object());
+}
+
+void Session::send_event(Sub& sub, int64_t seq, std::string_view frame, const js::object* data) {
   sub.last = seq;
   if (!alive_) return;
-  if (sub.filter) {
-    boost::system::error_code ec;
-    js::value v = js::parse(frame, ec);
-    const js::value* data = ec || !v.is_object() ? nullptr : v.as_object().if_contains("data");
-    if (!data || !data->is_object() || !sub.filter(data->as_object())) return;
-  }
+  if (!passes(sub, frame, data)) return;
   delivered_counter().inc();
   ws_.send(std::string(frame));
 }
 
-void Session::deliver(const std::string& key, int64_t seq, std::string_view frame) {
+void Session::deliver(const std::string& key, const LiveEvent& event) {
   if (!alive_) return;
   auto it = subs_.find(key);
   if (it == subs_.end()) return;
   Sub& sub = it->second;
+  std::string_view frame = event.frame;
+  int64_t seq = event.seq;
+  if (seq == 0) {
+    // Ephemeral: no place in the sequence, nothing to hold or replay.
+    if (sub.filter && !passes(sub, frame, event.data())) return;
+    delivered_counter().inc();
+    ws_.send(std::string(frame));
+    return;
+  }
   if (seq <= sub.last) return;  // already sent (replayed, or a duplicate)
   if (sub.syncing || seq != sub.last + 1) {
     // Hold it; a gap means events this node has not seen live yet: the history has them.
     sub.held.emplace(seq, std::string(frame));
+    // Events are stored before they are fanned out, so what is dropped here is read back from the
+    // history: holding stays bounded for a client that catches up slowly.
+    while (sub.held.size() > static_cast<std::size_t>(2 * limits_.replay_page)) sub.held.erase(sub.held.begin());
     if (!sub.syncing) {
       sub.syncing = true;
       asio::co_spawn(ws_.executor(), [self = shared_from_this(), key]() -> asio::awaitable<void> {
@@ -285,7 +372,17 @@ void Session::deliver(const std::string& key, int64_t seq, std::string_view fram
     }
     return;
   }
-  send_event(sub, seq, frame);
+  send_event(sub, seq, frame, sub.filter ? event.data() : nullptr);
+}
+
+asio::awaitable<bool> Session::wait_for_room() {
+  asio::steady_timer pause(ws_.executor());
+  while (alive_ && ws_.is_open() && ws_.queued_bytes() > limits_.replay_pause_bytes) {
+    pause.expires_after(std::chrono::milliseconds(2));
+    error_code ignored;
+    co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+  }
+  co_return alive_ && ws_.is_open();
 }
 
 asio::awaitable<void> Session::catch_up(std::string key) {
@@ -304,26 +401,36 @@ asio::awaitable<void> Session::catch_up(std::string key) {
       sub.syncing = false;
       co_return;
     }
+    Sub* current = &sub;
     for (const auto& e : *events) {
-      if (e.seq <= sub.last) continue;
-      send_event(sub, e.seq, make_frame(sub.client, e.seq, e.type, e.data, e.at_ms));
+      if (e.seq <= current->last) continue;
+      if (ws_.queued_bytes() > limits_.replay_pause_bytes) {
+        bool open = co_await wait_for_room();
+        if (!open) co_return;
+        it = subs_.find(key);  // the client may have unsubscribed meanwhile
+        if (it == subs_.end()) co_return;
+        current = &it->second;
+        if (e.seq <= current->last) continue;
+      }
+      send_event(*current, e.seq, make_frame(current->client, e.seq, e.type, e.data, e.at_ms));
     }
+    Sub& sub_now = *current;
     // Then whatever arrived live meanwhile, as long as it continues the sequence.
-    while (!sub.held.empty() && sub.held.begin()->first <= sub.last + 1) {
-      auto h = sub.held.begin();
-      if (h->first == sub.last + 1) send_event(sub, h->first, h->second);
-      sub.held.erase(h);
+    while (!sub_now.held.empty() && sub_now.held.begin()->first <= sub_now.last + 1) {
+      auto h = sub_now.held.begin();
+      if (h->first == sub_now.last + 1) send_event(sub_now, h->first, h->second);
+      sub_now.held.erase(h);
     }
     bool page_full = static_cast<int>(events->size()) >= limits_.replay_page;
-    if (!page_full && sub.held.empty()) {
-      sub.syncing = false;
+    if (!page_full && sub_now.held.empty()) {
+      sub_now.syncing = false;
       co_return;
     }
     if (!page_full && events->empty()) {
       // Held events beyond a gap the history does not have (yet): deliver them rather than wait.
-      auto h = sub.held.begin();
-      send_event(sub, h->first, h->second);
-      sub.held.erase(h);
+      auto h = sub_now.held.begin();
+      send_event(sub_now, h->first, h->second);
+      sub_now.held.erase(h);
     }
   }
 }

@@ -30,9 +30,12 @@ namespace harmar::realtime::detail {
 // The frame a client receives for an event; the same bytes whether live or replayed.
 std::string make_frame(std::string_view client_channel, int64_t seq, std::string_view type, std::string_view data_json,
                        int64_t at_ms);
+// The frame of an ephemeral event: as make_frame, without a seq.
+std::string make_ephemeral_frame(std::string_view client_channel, std::string_view type, std::string_view data_json,
+                                 int64_t at_ms);
 // The name a client uses for an internal key ("u/{id}/tasks" → "tasks").
 std::string client_name(std::string_view key);
-// What travels on PubSub: "{seq}\n{frame}".
+// What travels on PubSub: "{seq}\n{frame}"; seq 0 marks an ephemeral event.
 std::string wire(int64_t seq, const std::string& frame);
 
 // Appends events in the order they are published, batching what queues up meanwhile into one
@@ -41,6 +44,7 @@ class Appender final : public Publisher, public std::enable_shared_from_this<App
  public:
   Appender(store::Database& db, store::PubSub& pubsub, asio::io_context& background, std::size_t max_queue);
   asio::awaitable<Result<int64_t>> publish(std::string channel, std::string type, boost::json::object data) override;
+  asio::awaitable<Status> publish_ephemeral(std::string channel, std::string type, boost::json::object data) override;
   void start();
   void stop();
 
@@ -66,6 +70,38 @@ class ChannelRules final : public Channels {
  private:
   mutable std::mutex mu_;
   std::vector<std::pair<std::string, ChannelRule>> rules_;
+};
+
+// Counts each user's open sockets on this node and tells watchers about 0 <-> 1 changes.
+class ConnectionCounter final : public Connections {
+ public:
+  explicit ConnectionCounter(asio::any_io_executor background) : background_(std::move(background)) {}
+  void watch(Watcher w) override;
+  std::vector<std::string> online_users() const override;
+  void opened(const std::string& user_id);
+  void closed(const std::string& user_id);
+
+ private:
+  void tell(const std::string& user_id, bool online);  // with mu_ held, so posts keep their order
+  asio::any_io_executor background_;
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, int> open_;
+  std::vector<std::shared_ptr<Watcher>> watchers_;
+};
+
+// A live event as it reaches the sessions of one worker; its data is parsed at most once, for
+// the sessions whose subscription has a filter.
+class LiveEvent {
+ public:
+  LiveEvent(int64_t seq, std::string_view frame) : seq(seq), frame(frame) {}
+  // The event's data object, or nullptr if the frame has none.
+  const boost::json::object* data() const;
+  int64_t seq;  // 0 for an ephemeral event
+  std::string_view frame;
+
+ private:
+  mutable bool parsed_ = false;
+  mutable boost::json::value value_;
 };
 
 class Session;
@@ -104,6 +140,9 @@ struct Limits {
   std::size_t max_subscriptions = 100;
   int ops_per_second = 50;
   int replay_page = 500;
+  // Replay waits while more than this is queued for the socket, so a client catching up on a long
+  // backlog is paced by how fast it reads, not cut off as a slow consumer (half the send queue).
+  std::size_t replay_pause_bytes = 512 * 1024;
 };
 
 // One WebSocket client: its subscriptions and their positions.
@@ -116,7 +155,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // Detaches from the hub and the socket; coroutines still holding the session see it closed.
   void close();
   // A live event for `key` (called by the Hub, on this session's worker).
-  void deliver(const std::string& key, int64_t seq, std::string_view frame);
+  void deliver(const std::string& key, const LiveEvent& event);
 
  private:
   struct Sub {
@@ -131,8 +170,13 @@ class Session : public std::enable_shared_from_this<Session> {
   void unsubscribe(const std::string& channel);
   // Sends what the history holds after the sub's position, then what was held, in seq order.
   asio::awaitable<void> catch_up(std::string key);
-  void send_event(Sub& sub, int64_t seq, std::string_view frame);
+  // Sends one event of the sub's sequence (advancing its position) if its filter lets it through;
+  // `data` is the event's parsed data when the caller has it.
+  void send_event(Sub& sub, int64_t seq, std::string_view frame, const boost::json::object* data = nullptr);
+  bool passes(const Sub& sub, std::string_view frame, const boost::json::object* data) const;
   void send_error(std::string_view code, std::string_view detail, std::string_view channel = {});
+  // Waits until the socket's queue is below replay_pause_bytes; false if the session ended.
+  asio::awaitable<bool> wait_for_room();
   std::optional<std::string> key_for(std::string_view channel) const;
 
   net::WebSocket& ws_;

@@ -15,6 +15,7 @@ namespace {
 
 using detail::Appender;
 using detail::ChannelRules;
+using detail::ConnectionCounter;
 using detail::Hubs;
 using detail::Limits;
 using detail::Session;
@@ -22,6 +23,7 @@ using detail::Session;
 struct State {
   std::shared_ptr<Appender> appender;
   std::shared_ptr<ChannelRules> rules;
+  std::shared_ptr<ConnectionCounter> connections;
   std::unique_ptr<Hubs> hubs;
   std::unique_ptr<History> history;
   Limits limits;
@@ -29,6 +31,24 @@ struct State {
   int64_t keep_ms = 24 * 3600 * 1000;
   std::shared_ptr<asio::steady_timer> trim_timer;
   bool stopped = false;
+};
+
+// Counts one socket towards its user's presence for as long as it lives.
+class OpenSocket {
+ public:
+  OpenSocket(std::shared_ptr<ConnectionCounter> counter, std::string user_id)
+      : counter_(std::move(counter)), user_id_(std::move(user_id)) {
+    if (!user_id_.empty()) counter_->opened(user_id_);
+  }
+  ~OpenSocket() {
+    if (!user_id_.empty()) counter_->closed(user_id_);
+  }
+  OpenSocket(const OpenSocket&) = delete;
+  OpenSocket& operator=(const OpenSocket&) = delete;
+
+ private:
+  std::shared_ptr<ConnectionCounter> counter_;
+  std::string user_id_;
 };
 
 asio::awaitable<void> trim_forever(std::shared_ptr<State> st) {
@@ -89,18 +109,23 @@ platform::Module module() {
     st->limits.ops_per_second = static_cast<int>(s.config.get_int("realtime.ops_per_second"));
     st->appender = std::make_shared<Appender>(s.db, s.pubsub, s.background, 100'000);
     st->rules = std::make_shared<ChannelRules>();
+    st->connections = std::make_shared<ConnectionCounter>(s.background.get_executor());
     st->hubs = std::make_unique<Hubs>(s.pubsub);
     st->history = std::make_unique<History>(s.db);
     s.provide<Publisher>(st->appender);
     s.provide<Channels>(st->rules);
+    s.provide<Connections>(st->connections);
   };
   m.routes = [st](net::Router& r, platform::Services& s) {
     net::WebSocket::Options ws_opts;
     ws_opts.max_queue_bytes = static_cast<std::size_t>(s.config.get_size("realtime.send_queue_bytes"));
+    st->limits.replay_pause_bytes = ws_opts.max_queue_bytes / 2;
     r.websocket("/v1/ws", [st](net::WebSocket& ws, net::Request& req) -> asio::awaitable<void> {
       auto ex = co_await asio::this_coro::executor;
       auto session = std::make_shared<Session>(ws, *req.principal, st->hubs->for_executor(ex), *st->history,
                                                *st->rules, st->limits);
+      // A user's sockets count towards their presence; a device's do not.
+      OpenSocket counted(st->connections, req.principal->kind == Principal::Kind::Device ? "" : req.principal->user_id);
       co_await session->run();
       session->close();
     }, {.auth = net::Auth::Any, .websocket = ws_opts});

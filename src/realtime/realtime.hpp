@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/principal.hpp"
 #include "core/result.hpp"
@@ -31,6 +32,12 @@ class Publisher {
   // Appends {type, data} to `channel` (an internal key) and fans it out; returns its seq once the
   // append is committed. Events of one node are appended in the order publish() was called.
   virtual asio::awaitable<Result<int64_t>> publish(std::string channel, std::string type, boost::json::object data) = 0;
+  // Delivers {type, data} to the channel's current subscribers on every node without storing it:
+  // no seq (the frame has none), never replayed by `since`. For what is stale a second later
+  // (typing indicators, presence). At most once; may overtake or trail stored events.
+  virtual asio::awaitable<Status> publish_ephemeral(std::string channel, std::string type, boost::json::object data) {
+    co_return Error{501, "not_implemented", "ephemeral events are not supported"};
+  }
 };
 
 // Whether a principal may subscribe to a shared channel, and which of its events it may see.
@@ -48,7 +55,20 @@ class Channels {
   virtual void add_rule(std::string prefix, ChannelRule rule) = 0;
 };
 
-// Provides Publisher and Channels (Services::find), serves /v1/ws, and turns the domain events
+// Which users have sockets open on this node (users and their API keys; not devices). Cluster-wide
+// presence is built on it by whoever watches (the IM module).
+class Connections {
+ public:
+  virtual ~Connections() = default;
+  // Called with (user_id, true) when a user's first socket on this node opens and (user_id,
+  // false) when their last one closes; on the background event loop, in the order they happened.
+  using Watcher = std::function<void(const std::string& user_id, bool online)>;
+  virtual void watch(Watcher w) = 0;
+  // Users with at least one socket open on this node now.
+  virtual std::vector<std::string> online_users() const = 0;
+};
+
+// Provides Publisher, Channels and Connections (Services::find), serves /v1/ws, and turns the domain events
 // device.* and task.* into events on their owner's "devices" and "tasks" channels.
 platform::Module module();
 
