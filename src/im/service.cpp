@@ -9,6 +9,7 @@
 #include <boost/json.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <set>
 
 #include "auth/service.hpp"
@@ -134,21 +135,54 @@ Service::Service(platform::Services& services, Options options)
 
 // --- realtime -------------------------------------------------------------------------------
 
-void Service::push(std::vector<Fanout> changes) {
-  if (!publisher_ || changes.empty()) return;
-  // One coroutine per event, spawned in order: each queues its append before it first waits,
-  // so a channel's events are stored in the order of the changes, and the Appender batches them.
+namespace {
+
+// Completion of a batch of publishes running on the background loop, awaited from another loop.
+struct Countdown {
+  explicit Countdown(asio::any_io_executor ex, int n) : ex(ex), signal(ex), left(n) {
+    signal.expires_at(asio::steady_timer::time_point::max());
+  }
+  void one_done() {
+    if (--left == 0) {
+      asio::post(ex, [self = this->self.lock()] {
+        if (!self) return;
+        self->finished = true;
+        self->signal.cancel();
+      });
+    }
+  }
+  asio::any_io_executor ex;
+  asio::steady_timer signal;  // on the waiter's loop
+  std::atomic<int> left;
+  bool finished = false;      // touched only on the waiter's loop
+  std::weak_ptr<Countdown> self;
+};
+
+}  // namespace
+
+asio::awaitable<void> Service::push(std::vector<Fanout> changes) {
+  if (!publisher_ || changes.empty()) co_return;
+  // One coroutine per event, spawned in order: each queues its append before it first waits, so a
+  // channel's events are stored in the order of the changes, and the Appender batches them into
+  // one transaction. The change's request answers once they are stored: a client that sent one
+  // message, then another through another node, finds them in that order in every channel.
+  int count = 0;
+  for (const auto& c : changes) count += (c.on_conversation ? 1 : 0) + static_cast<int>(c.users.size());
+  if (count == 0) co_return;
+  auto waiter = std::make_shared<Countdown>(co_await asio::this_coro::executor, count);
+  waiter->self = waiter;
   auto ex = services_.background.get_executor();
   auto publisher = publisher_;
-  auto publish = [ex, publisher](std::string channel, std::string type, js::object data) {
+  auto publish = [ex, publisher, waiter](std::string channel, std::string type, js::object data) {
     asio::co_spawn(
         ex,
-        [publisher, channel = std::move(channel), type = std::move(type), data = std::move(data)]() mutable
+        [publisher, waiter, channel = std::move(channel), type = std::move(type), data = std::move(data)]() mutable
         -> asio::awaitable<void> {
           auto r = co_await publisher->publish(channel, std::move(type), std::move(data));
           if (!r.ok())
             logger()->warn(log::fields({{"msg", "event not pushed; clients catch up through /v1/sync"},
                                         {"channel", channel}, {"error", r.error().detail}}));
+          waiter->one_done();
         },
         asio::detached);
   };
@@ -161,18 +195,16 @@ void Service::push(std::vector<Fanout> changes) {
       publish(realtime::user_channel(u.user_id, "user"), c.type, std::move(d));
     }
   }
+  while (!waiter->finished) {
+    error_code ignored;
+    co_await waiter->signal.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+  }
 }
 
-void Service::push_ephemeral(std::string channel, std::string type, js::object data) {
-  if (!publisher_) return;
-  asio::co_spawn(
-      services_.background.get_executor(),
-      [publisher = publisher_, channel = std::move(channel), type = std::move(type),
-       data = std::move(data)]() mutable -> asio::awaitable<void> {
-        auto r = co_await publisher->publish_ephemeral(std::move(channel), std::move(type), std::move(data));
-        if (!r.ok()) logger()->debug(log::fields({{"msg", "ephemeral event not pushed"}, {"error", r.error().detail}}));
-      },
-      asio::detached);
+asio::awaitable<void> Service::push_ephemeral(std::string channel, std::string type, js::object data) {
+  if (!publisher_) co_return;
+  auto r = co_await publisher_->publish_ephemeral(std::move(channel), std::move(type), std::move(data));
+  if (!r.ok()) logger()->debug(log::fields({{"msg", "ephemeral event not pushed"}, {"error", r.error().detail}}));
 }
 
 asio::awaitable<realtime::Access> Service::channel_access(const Principal& who, std::string_view channel) {
@@ -323,7 +355,7 @@ asio::awaitable<Result<Created>> Service::create(Principal who, CreateInput in) 
 
   std::vector<Fanout> out;
   out.push_back({c.id, "conversation.created", std::move(data), false, std::move(*positions)});
-  push(std::move(out));
+  co_await push(std::move(out));
   c.role = my_role;
   co_return Created{std::move(c), true};
 }
@@ -380,7 +412,7 @@ asio::awaitable<Result<Detail>> Service::update(Principal who, std::string id, s
   if (!committed) co_return std::move(committed).error();
   std::vector<Fanout> out;
   out.push_back({id, "conversation.updated", std::move(data), true, std::move(*positions)});
-  push(std::move(out));
+  co_await push(std::move(out));
   co_return co_await detail(id, who.user_id);
 }
 
@@ -440,7 +472,7 @@ asio::awaitable<Result<Detail>> Service::add_members(Principal who, std::string 
   }
   auto committed = co_await tx->commit();
   if (!committed) co_return std::move(committed).error();
-  push(std::move(out));
+  co_await push(std::move(out));
   co_return co_await detail(id, me);
 }
 
@@ -493,7 +525,7 @@ asio::awaitable<Status> Service::remove_member(Principal who, std::string id, st
   }
   auto committed = co_await tx->commit();
   if (!committed) co_return std::move(committed).error();
-  push(std::move(out));
+  co_await push(std::move(out));
   co_return Status{};
 }
 
@@ -533,7 +565,7 @@ asio::awaitable<Result<Member>> Service::set_role(Principal who, std::string id,
   }
   auto committed = co_await tx->commit();
   if (!committed) co_return std::move(committed).error();
-  push(std::move(out));
+  co_await push(std::move(out));
   Member m = **target;
   m.role = role;
   co_return m;
@@ -620,7 +652,7 @@ asio::awaitable<Result<Sent>> Service::send(Principal who, std::string id, SendI
   js::object data{{"message", to_json(m)}};
   std::vector<Fanout> out;
   out.push_back({id, "message.new", std::move(data), true, std::move(*positions)});
-  push(std::move(out));
+  co_await push(std::move(out));
   co_return Sent{std::move(m), false};
 }
 
@@ -670,7 +702,7 @@ asio::awaitable<Result<Message>> Service::edit(Principal who, std::string id, st
   js::object data{{"message", to_json(m)}};
   std::vector<Fanout> out;
   out.push_back({id, "message.edited", std::move(data), true, std::move(*positions)});
-  push(std::move(out));
+  co_await push(std::move(out));
   co_return m;
 }
 
@@ -706,7 +738,7 @@ asio::awaitable<Status> Service::recall(Principal who, std::string id, std::stri
   js::object data{{"message", to_json(m)}};
   std::vector<Fanout> out;
   out.push_back({id, "message.deleted", std::move(data), true, std::move(*positions)});
-  push(std::move(out));
+  co_await push(std::move(out));
   co_return Status{};
 }
 
@@ -735,9 +767,10 @@ asio::awaitable<Result<ReadState>> Service::mark_read(Principal who, std::string
       if (!committed) co_return std::move(committed).error();
       std::vector<Fanout> out;
       out.push_back({id, "conversation.read", std::move(data), false, std::move(*positions)});
-      push(std::move(out));
+      co_await push(std::move(out));
       // Read receipts for the other members: live only, the state is in GET /v1/conversations/{id}.
-      push_ephemeral(channel_of(id), "read.updated", js::object{{"conversation_id", id}, {"user_id", me}, {"read_seq", upto}});
+      js::object receipt{{"conversation_id", id}, {"user_id", me}, {"read_seq", upto}};
+      co_await push_ephemeral(channel_of(id), "read.updated", std::move(receipt));
       state.read_seq = upto;
       state.unread_count = *unread;
       co_return state;
@@ -756,8 +789,9 @@ asio::awaitable<Status> Service::typing(Principal who, std::string id, bool typi
   if (!is_user(who)) co_return users_only();
   HARMAR_CO_TRY(auto member, co_await require_member(id, who.user_id));
   (void)member;
-  push_ephemeral(channel_of(id), typing ? "typing.started" : "typing.stopped",
-                 js::object{{"conversation_id", id}, {"user_id", who.user_id}});
+  js::object data{{"conversation_id", id}, {"user_id", who.user_id}};
+  std::string type = typing ? "typing.started" : "typing.stopped";
+  co_await push_ephemeral(channel_of(id), std::move(type), std::move(data));
   co_return Status{};
 }
 
@@ -921,7 +955,7 @@ asio::awaitable<void> Service::apply_presence(std::string user_id, bool online) 
   if (!convs) co_return;
   js::object data{{"user_id", user_id}, {"online", online}};
   data["last_seen_at"] = online ? js::value(nullptr) : js::value(format_rfc3339(now));
-  for (const auto& c : *convs) push_ephemeral(channel_of(c), "presence.changed", data);
+  for (const auto& c : *convs) co_await push_ephemeral(channel_of(c), "presence.changed", data);
 }
 
 asio::awaitable<void> Service::presence_tick() {

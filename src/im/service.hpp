@@ -155,7 +155,10 @@ class Service : public std::enable_shared_from_this<Service> {
   // sees the removal and nothing after it (unless added again).
   asio::awaitable<realtime::Access> channel_access(const Principal& who, std::string_view channel);
 
-  // Runs pending presence changes and one refresh (tests).
+  // What realtime::Connections reports for this node: queued, and recorded in order by the
+  // presence loop (or by presence_tick()).
+  void on_presence(const std::string& user_id, bool online);
+  // Records the queued presence changes now.
   asio::awaitable<void> presence_tick();
   const std::string& node_id() const { return node_id_; }
 
@@ -167,15 +170,14 @@ class Service : public std::enable_shared_from_this<Service> {
     bool on_conversation = true;        // also on conversation:{id}
     std::vector<repo::Position> users;  // each on their user channel, with data.pos
   };
-  // Pushes committed changes through realtime, in order, without waiting for them.
-  void push(std::vector<Fanout> changes);
-  void push_ephemeral(std::string channel, std::string type, boost::json::object data);
+  // Pushes committed changes through realtime, in order; completes once they are stored.
+  asio::awaitable<void> push(std::vector<Fanout> changes);
+  asio::awaitable<void> push_ephemeral(std::string channel, std::string type, boost::json::object data);
 
   asio::awaitable<Result<Member>> require_member(const std::string& id, const std::string& user_id);
   asio::awaitable<Status> check_users_exist(const std::vector<std::string>& ids);
   asio::awaitable<Result<Detail>> detail(const std::string& id, const std::string& user_id);
 
-  void on_presence(const std::string& user_id, bool online);
   asio::awaitable<void> presence_loop();
   asio::awaitable<void> apply_presence(std::string user_id, bool online);
   asio::awaitable<void> sweep_loop();

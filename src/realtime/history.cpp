@@ -1,5 +1,8 @@
 #include "realtime/history.hpp"
 
+#include <map>
+#include <string_view>
+
 namespace harmar::realtime {
 
 std::vector<store::Migration> history_migrations() {
@@ -12,22 +15,29 @@ std::vector<store::Migration> history_migrations() {
 }
 
 boost::asio::awaitable<Result<std::vector<int64_t>>> History::append(const std::vector<NewEvent>& events) {
+  // Each channel's row is locked (PostgreSQL) from its seq allocation to the commit. Allocating in
+  // channel-name order, one statement per channel, keeps two nodes appending batches that share
+  // channels from deadlocking (which would lose the whole batch).
+  std::map<std::string_view, std::vector<std::size_t>> by_channel;
+  for (std::size_t i = 0; i < events.size(); ++i) by_channel[events[i].channel].push_back(i);
   HARMAR_CO_TRY(auto tx, co_await db_.begin());
-  std::vector<int64_t> seqs;
-  seqs.reserve(events.size());
-  for (const auto& e : events) {
-    // One statement allocates the next seq atomically on both backends (the row lock, or
-    // SQLite's single writer, serialises concurrent appends to one channel).
-    auto next = co_await tx->query(
-        "INSERT INTO rt_channels (channel, seq) VALUES ($1, 1) "
-        "ON CONFLICT (channel) DO UPDATE SET seq = rt_channels.seq + 1 RETURNING seq",
-        {e.channel});
-    if (!next.ok()) co_return next.error();
-    int64_t seq = next->front().integer(0);
+  std::vector<int64_t> seqs(events.size(), 0);
+  for (const auto& [channel, indexes] : by_channel) {
+    int64_t n = static_cast<int64_t>(indexes.size());
+    std::string name(channel);
+    auto last = co_await tx->query(
+        "INSERT INTO rt_channels (channel, seq) VALUES ($1, $2) "
+        "ON CONFLICT (channel) DO UPDATE SET seq = rt_channels.seq + $2 RETURNING seq",
+        {name, n});
+    if (!last.ok()) co_return last.error();
+    int64_t first = last->front().integer(0) - n + 1;
+    for (std::size_t k = 0; k < indexes.size(); ++k) seqs[indexes[k]] = first + static_cast<int64_t>(k);
+  }
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    const auto& e = events[i];
     auto ins = co_await tx->exec("INSERT INTO rt_events (channel, seq, type, data, created_at) VALUES ($1, $2, $3, $4, $5)",
-                                 {e.channel, seq, e.type, e.data, e.at_ms});
+                                 {e.channel, seqs[i], e.type, e.data, e.at_ms});
     if (!ins.ok()) co_return ins.error();
-    seqs.push_back(seq);
   }
   auto committed = co_await tx->commit();
   if (!committed.ok()) co_return committed.error();

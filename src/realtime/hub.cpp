@@ -167,6 +167,14 @@ asio::awaitable<void> Appender::run() {
     events.reserve(batch.size());
     for (auto& p : batch) events.push_back(p->event);
     auto seqs = co_await history_.append(events);
+    // A busy database (lock timeout, a serialization failure) is worth a few more tries: dropping
+    // the batch would lose its events for every live client.
+    for (int attempt = 1; !seqs.ok() && seqs.error().status == 503 && attempt < 4; ++attempt) {
+      asio::steady_timer backoff(background_, std::chrono::milliseconds(20 * attempt));
+      error_code ignored;
+      co_await backoff.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+      seqs = co_await history_.append(events);
+    }
     for (std::size_t i = 0; i < batch.size(); ++i) {
       auto& p = batch[i];
       if (seqs.ok()) {

@@ -10,6 +10,8 @@
 
 #include <sys/socket.h>
 
+#include <atomic>
+#include <mutex>
 #include <thread>
 
 #include "realtime/history.hpp"
@@ -283,6 +285,119 @@ TEST(Realtime, domain_events_reach_their_owners_channel) {
   auto f = c.read();
   EXPECT_EQ(f["type"], "device.online");
   EXPECT_EQ(f["data"].as_object()["id"], "dev-1");
+}
+
+TEST(Realtime, ephemeral_events_reach_subscribers_without_seq_and_are_never_replayed) {
+  Node n(db_url("ephemeral"));
+  Client c;
+  ASSERT_FALSE(c.connect(n.server.port, "hana"));
+  c.send({{"op", "subscribe"}, {"channel", "user"}});
+  EXPECT_EQ(c.read()["type"], "subscribed");
+  auto sent = testing::run(n.publisher->publish_ephemeral(user_channel("hana", "user"), "typing.started", {{"who", "ivo"}}));
+  ASSERT_TRUE(sent.ok());
+  auto f = c.read();
+  EXPECT_EQ(f["type"], "typing.started");
+  EXPECT_EQ(f["channel"], "user");
+  EXPECT_FALSE(f.contains("seq"));
+  EXPECT_EQ(f["data"].as_object()["who"], "ivo");
+  // Stored events keep their own sequence, untouched by ephemeral ones in between.
+  EXPECT_EQ(n.publish(user_channel("hana", "user"), "message.new", {{"n", 1}}), 1);
+  EXPECT_EQ(c.read()["seq"], 1);
+  Client late;
+  ASSERT_FALSE(late.connect(n.server.port, "hana"));
+  late.send({{"op", "subscribe"}, {"channel", "user"}, {"since", 0}});
+  auto frames = late.read_until("subscribed");
+  ASSERT_EQ(frames.size(), 2u);
+  EXPECT_EQ(frames[0]["type"], "message.new");
+}
+
+TEST(Realtime, connections_tell_watchers_of_a_users_first_socket_and_last_close) {
+  Node n(db_url("presence"));
+  auto conns = n.services->find<Connections>();
+  ASSERT_TRUE(conns);
+  std::mutex mu;
+  std::vector<std::pair<std::string, bool>> seen;
+  conns->watch([&](const std::string& user, bool online) {
+    std::lock_guard lock(mu);
+    seen.emplace_back(user, online);
+  });
+  auto wait_for = [&](std::size_t count) {
+    for (int i = 0; i < 500; ++i) {
+      {
+        std::lock_guard lock(mu);
+        if (seen.size() >= count) return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  };
+  {
+    Client a, b;
+    ASSERT_FALSE(a.connect(n.server.port, "jo"));
+    ASSERT_FALSE(b.connect(n.server.port, "jo"));
+    a.send({{"op", "ping"}});
+    b.send({{"op", "ping"}});
+    EXPECT_EQ(a.read()["type"], "pong");
+    EXPECT_EQ(b.read()["type"], "pong");
+    ASSERT_TRUE(wait_for(1));
+    EXPECT_EQ(conns->online_users(), std::vector<std::string>{"jo"});
+    a.ws.close(websocket::close_code::normal);
+  }
+  ASSERT_TRUE(wait_for(2));
+  std::lock_guard lock(mu);
+  // Two sockets, one user: online once, offline once, after the last one closed.
+  EXPECT_EQ(seen, (std::vector<std::pair<std::string, bool>>{{"jo", true}, {"jo", false}}));
+}
+
+TEST(Realtime, replaying_a_backlog_larger_than_the_send_queue_is_paced_not_cut_off) {
+  Node n(db_url("paced"), {{"realtime.send_queue_bytes", "8KiB"}});
+  std::string key = user_channel("kim", "tasks");
+  std::string pad(400, 'x');
+  for (int i = 1; i <= 300; ++i) n.publish(key, "task.updated", {{"i", i}, {"pad", pad}});  // ~140 KB of frames
+  Client c;
+  ASSERT_FALSE(c.connect(n.server.port, "kim"));
+  c.send({{"op", "subscribe"}, {"channel", "tasks"}, {"since", 0}});
+  auto frames = c.read_until("subscribed");
+  ASSERT_EQ(frames.size(), 301u);
+  for (int i = 0; i < 300; ++i) ASSERT_EQ(frames[i]["seq"], i + 1);
+}
+
+TEST(Realtime, batches_sharing_channels_in_opposite_orders_append_without_deadlock) {
+  // Two nodes' appenders write batches that touch the same channels in opposite orders; on
+  // PostgreSQL each batch locks its channels' rows until it commits.
+  auto db = std::move(store::Database::open(testing::fresh_pg_schema_url("rt_lock_order"))).value();
+  auto migrated = testing::run(store::migrate(*db, {{"realtime", history_migrations()}}));
+  ASSERT_TRUE(migrated.ok());
+  std::vector<std::string> channels;
+  for (int i = 0; i < 8; ++i) channels.push_back("c" + std::to_string(i));
+  std::atomic<int> failures{0};
+  auto writer = [&](bool reversed) {
+    History h(*db);
+    for (int round = 0; round < 40; ++round) {
+      std::vector<NewEvent> batch;
+      for (int i = 0; i < 8; ++i) {
+        const std::string& ch = channels[reversed ? 7 - i : i];
+        batch.push_back({ch, "e", "{}", 0});
+        batch.push_back({ch, "e", "{}", 0});
+      }
+      auto seqs = testing::run(h.append(batch));
+      if (!seqs.ok()) {
+        failures++;
+        continue;
+      }
+      // Within a batch a channel's events keep their order.
+      for (std::size_t i = 0; i + 1 < seqs->size(); i += 2) EXPECT_EQ((*seqs)[i] + 1, (*seqs)[i + 1]);
+    }
+  };
+  std::thread a(writer, false), b(writer, true);
+  a.join();
+  b.join();
+  EXPECT_EQ(failures.load(), 0);
+  for (const auto& ch : channels) {
+    auto bounds = testing::run(History(*db).bounds(ch));
+    ASSERT_TRUE(bounds.ok());
+    EXPECT_EQ(bounds->head, 160);
+  }
 }
 
 }  // namespace
