@@ -1,5 +1,9 @@
 #include "net/http.hpp"
 
+#include <sys/socket.h>
+
+#include <cerrno>
+
 #include <boost/json.hpp>
 
 namespace harmar::net {
@@ -54,6 +58,16 @@ void Request::clear() {
   params_.clear();
   route_ = {};
   request_id_len_ = 0;
+}
+
+bool Request::client_gone() const {
+  if (fd_ < 0) return false;
+  // A FIN reads as 0 bytes, a reset as an error; bytes (a pipelined request, TLS records) or
+  // nothing yet mean the client is still there.
+  char c;
+  ssize_t n = ::recv(fd_, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0) return true;
+  return n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
 }
 
 Request::Span Request::append(std::string_view s) {

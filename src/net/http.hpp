@@ -48,6 +48,10 @@ class Request {
   std::string_view remote_ip() const { return remote_ip_; }
   std::string_view request_id() const { return {request_id_.data(), request_id_len_}; }
   std::string_view route() const { return route_; }  // the matched pattern, e.g. "/v1/tasks/{id}"
+  // Whether the client has closed its connection while the handler ran. Long-polls ask before
+  // taking work on a client's behalf: a killed client's poll must not lease tasks nobody will
+  // run. false when the carrying protocol cannot tell (HTTP/2 streams, in-process requests).
+  bool client_gone() const;
 
   // Filled by the protocol layers and the router.
   void clear();
@@ -57,6 +61,7 @@ class Request {
   void set_remote_ip(std::string_view ip) { remote_ip_.assign(ip); }
   void set_request_id(std::string_view id);
   void set_route(std::string_view pattern) { route_ = pattern; }
+  void set_connection_fd(int fd) { fd_ = fd; }  // HTTP/1.1: the socket client_gone() peeks at
   void add_param(std::string_view name, std::string value) { params_.emplace_back(name, std::move(value)); }
   // Bytes of method, target and headers held, for header-size limits.
   std::size_t header_bytes() const { return storage_.size(); }
@@ -77,6 +82,7 @@ class Request {
   std::vector<std::pair<std::string_view, std::string>> params_;  // names point into the route
   std::string remote_ip_;
   std::string_view route_;
+  int fd_ = -1;
   std::array<char, 64> request_id_{};
   uint8_t request_id_len_ = 0;
 };

@@ -105,6 +105,7 @@ class Http1Session final : public Connection {
  public:
   Http1Session(ServerState& st, Worker& w, T& t, std::string remote_ip) : st_(st), w_(w), t_(t), rate_(st.opts.connection_rps) {
     req_.set_remote_ip(remote_ip);
+    req_.set_connection_fd(t_.native_fd());
     req_.secure = T::kSecure;
     w_.register_connection(*this);
   }

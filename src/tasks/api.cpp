@@ -134,6 +134,7 @@ asio::awaitable<Response> pending(Svc svc, Request& req) {
   in.types = r.optional_strings("types", 64, 64).value_or(std::vector<std::string>{});
   in.running = r.optional_strings("running", 256, 64).value_or(std::vector<std::string>{});
   if (!r.ok()) co_return r.error();
+  in.client_gone = [&req] { return req.client_gone(); };
   auto out = co_await svc->pending(platform::principal(req), std::move(in));
   if (!out) co_return out.error();
   js::array tasks, cancel;

@@ -507,6 +507,7 @@ asio::awaitable<Result<Pending>> Service::pending(const Principal& device, Pendi
   for (;;) {
     Pending out;
     if (wakeups_.departed_since(d->id, waiter.started())) co_return out;  // a poll its agent left behind
+    if (in.client_gone && in.client_gone()) co_return out;                   // nobody to answer
     if (in.max > 0) {
       auto claimed = co_await claim(*d, std::min(in.max, kMaxClaim), in.types);
       if (!claimed) co_return std::move(claimed).error();

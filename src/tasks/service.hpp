@@ -12,6 +12,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/json/object.hpp>
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -48,6 +49,9 @@ struct PendingInput {
   int64_t wait_s = 0;
   std::vector<std::string> types;    // what the agent can run; empty: anything
   std::vector<std::string> running;  // what it runs now: leases extended, lost ones returned in `cancel`
+  // Asked before each claim: true once the agent has hung up (killed mid-poll), so its poll
+  // leases nothing that would wait out a lease on a dead machine.
+  std::function<bool()> client_gone;
 };
 
 struct Pending {

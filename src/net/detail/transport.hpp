@@ -88,6 +88,7 @@ struct PlainTransport {
   }
 
   tcp::socket&& take() { return std::move(sock); }
+  int native_fd() { return sock.native_handle(); }
 };
 
 // TLS: OpenSSL may hold decrypted bytes and reads may be in flight while other sessions run, so
@@ -135,6 +136,7 @@ struct TlsTransport {
   }
 
   TlsStream&& take() { return std::move(stream); }
+  int native_fd() { return stream.lowest_layer().native_handle(); }
 };
 
 template <class Stream>
