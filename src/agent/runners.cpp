@@ -118,6 +118,10 @@ class ShellRunner final : public Runner {
       dup2(err[1], 2);
       int devnull = open("/dev/null", O_RDONLY);
       if (devnull >= 0) dup2(devnull, 0);
+      // Nothing else of ours goes along: an inherited server connection would outlive a killed
+      // agent (its long-poll still open, so it could still be handed work), and another task's
+      // pipe would never see its end while this one runs.
+      close_range(3, ~0U, 0);
       if (!cwd.empty() && chdir(cwd.c_str()) != 0) {
         dprintf(2, "cannot chdir to %s: %s\n", cwd.c_str(), std::strerror(errno));
         _exit(126);

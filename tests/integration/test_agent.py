@@ -52,6 +52,11 @@ def test_agent_registers_and_runs_echo_shell_and_http_tasks(harmar, tmp_path):
         logs = "".join(l["text"] for l in user.call("GET", f"/v1/tasks/{shell['id']}/logs").json()["items"])
         assert "out" in logs and "err" in logs
 
+        # A task's process inherits nothing of the agent's but stdin/stdout/stderr (no server
+        # connection that would outlive a killed agent, no other task's pipe).
+        fds = user.create_task(type="shell", payload={"argv": ["sh", "-c", "ls /proc/$$/fd"]})
+        assert wait_status(user, fds["id"], "succeeded")["result"]["stdout"].split() == ["0", "1", "2"]
+
         failing = user.create_task(type="shell", payload={"argv": ["sh", "-c", "exit 7"]}, max_attempts=1)
         failed = wait_status(user, failing["id"], "failed")
         assert failed["result"]["exit_code"] == 7 and failed["error"] == "exit status 7"
@@ -78,7 +83,9 @@ def test_agent_registers_and_runs_echo_shell_and_http_tasks(harmar, tmp_path):
             srv.shutdown()
 
         unknown = user.create_task(type="no-such-type", max_attempts=3)
-        time.sleep(1)
+        # A later task it can run is claimed and done while the earlier one stays untouched.
+        later = user.create_task(type="echo", payload={"after": True})
+        assert wait_status(user, later["id"], "succeeded")["result"] == {"after": True}
         assert user.task(unknown["id"])["status"] == "queued"  # this agent does not claim what it cannot run
     finally:
         assert agent.stop() == 0, agent.read_log()
@@ -176,7 +183,8 @@ def test_kill_9_of_the_server_during_1000_tasks_every_task_ends_exactly_once(har
         ids.add(user.create_task(type="echo", payload={"i": i, "sleep_ms": 5})["id"])
     wait_until(lambda: len(user.all_tasks(status="succeeded")) >= 150, timeout=60, what="some progress")
     h.kill()  # kill -9, mid-load
-    time.sleep(0.5)
+    wait_until(lambda: any("cannot reach the server" in a.read_log() for a in agents), timeout=30,
+               what="an agent to notice the server is gone")
     h.start()  # the same node again: same data dir (and keys), same port
     assert h.port == port
     try:
@@ -227,9 +235,10 @@ def test_agent_keeps_its_key_across_restarts_and_reconnects_to_a_returning_serve
     a.stop()
     b = Agent(tmp_path / "a", url)  # same state file, no token: the stored key is used
     try:
-        time.sleep(1)
+        wait_until(lambda: "agent running" in b.read_log(), timeout=15, what="the agent to start")
         h.stop()
-        time.sleep(1)  # the agent sees the server gone for a while
+        wait_until(lambda: "cannot reach the server" in b.read_log() or "heartbeat failed" in b.read_log(),
+                   timeout=30, what="the agent to see the server gone")
         h.start()
         t = user.create_task(type="echo", payload="back")
         done = wait_status(user, t["id"], "succeeded", timeout=40)
