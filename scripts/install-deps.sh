@@ -11,6 +11,7 @@ build_pkgs=(
   libssl-dev libnghttp2-dev libsqlite3-dev libpq-dev libhiredis-dev libsodium-dev
   libspdlog-dev libfmt-dev libcli11-dev libyaml-cpp-dev libcurl4-openssl-dev
   libkainjow-mustache-dev libpng-dev
+  libmariadb-dev
 )
 # Tests: GoogleTest, the real services the integration tests start, and the protocol clients
 # they talk through (curl for HTTP/1.1 and h2, nghttp for h2c, python3-websockets for WebSocket,
@@ -18,7 +19,7 @@ build_pkgs=(
 # libFuzzer for the fuzz targets, python3-nacl for the end-to-end encrypted IM test client).
 test_pkgs=(
   libgtest-dev libgmock-dev clang libfuzzer-14-dev libclang-rt-14-dev
-  postgresql redis-server nghttp2-client python3 python3-pytest python3-websockets prometheus openssl
+  postgresql mariadb-server redis-server nghttp2-client python3 python3-pytest python3-websockets prometheus openssl
   python3-aiosmtpd python3-cryptography python3-nacl
 )
 # Benchmarks: the load generators and the peers they compare against.

@@ -10,7 +10,9 @@
 # Tests read the URLs from the environment: HARMAR_TEST_PG_URL, HARMAR_TEST_REDIS_URL,
 # HARMAR_TEST_SMTP_URL + HARMAR_TEST_SMTP_DIR (an SMTP sink saving each mail as a file in DIR/new),
 # HARMAR_TEST_OIDC_ISSUER + HARMAR_TEST_OIDC_KEYS (a real OpenID Connect provider, npm
-# oidc-provider, see tests/services/oidc_provider.js; its signing keys with private parts).
+# oidc-provider, see tests/services/oidc_provider.js; its signing keys with private parts),
+# HARMAR_TEST_MARIADB_URL (a MariaDB server, root without a password on loopback; the data module's
+# third SQL backend).
 set -euo pipefail
 
 cmd=${1:-}
@@ -99,6 +101,40 @@ start_smtp() {
   log "smtp sink on 127.0.0.1:$port ($dir/mail)"
 }
 
+# mariadb-server, its data in a temp dir. As root, mariadbd drops to the unprivileged user mysql
+# itself (--user); runuser would stay behind as its parent, holding our stdout open.
+start_mariadb() {
+  local port dir user=()
+  if [[ ! -x /usr/sbin/mariadbd ]]; then
+    log "mariadb-server is not installed (run scripts/install-deps.sh): no MariaDB"
+    return 0
+  fi
+  port=$(free_port)
+  dir=$(mktemp -d /tmp/harmar-mariadb.XXXXXX)
+  if [[ $(id -u) -eq 0 ]]; then
+    id -u mysql >/dev/null 2>&1 || useradd --system --home-dir /nonexistent --shell /usr/sbin/nologin mysql
+    chown mysql "$dir"
+    user=(--user=mysql)
+  fi
+  mariadb-install-db --no-defaults --datadir="$dir/data" "${user[@]}" \
+    --auth-root-authentication-method=normal --skip-test-db >"$dir/install.log" 2>&1 ||
+    { cat "$dir/install.log" >&2; return 1; }
+  # Durability is not under test here; speed is.
+  setsid /usr/sbin/mariadbd --no-defaults "${user[@]}" --datadir="$dir/data" --socket="$dir/mysqld.sock" \
+    --port="$port" --bind-address=127.0.0.1 --pid-file="$dir/mysqld.pid" --log-error="$dir/error.log" \
+    --skip-log-bin --skip-name-resolve --max-connections=600 --innodb-buffer-pool-size=128M \
+    --innodb-flush-log-at-trx-commit=0 --innodb-doublewrite=0 --innodb-fast-shutdown=2 \
+    --innodb-buffer-pool-dump-at-shutdown=0 --innodb-buffer-pool-load-at-startup=0 </dev/null >/dev/null 2>&1 &
+  wait_for 60 mariadb mariadb --no-defaults -h 127.0.0.1 -P "$port" -u root -e "SELECT 1" ||
+    { cat "$dir/error.log" >&2; return 1; }
+  mariadb --no-defaults -h 127.0.0.1 -P "$port" -u root -e "CREATE DATABASE harmar_test"
+  {
+    echo "export HARMAR_TEST_MARIADB_URL=mysql://root@127.0.0.1:$port/harmar_test"
+    echo "export HARMAR_TEST_MARIADB_DIR=$dir"
+  } >>"$envfile"
+  log "mariadb on 127.0.0.1:$port ($dir)"
+}
+
 # npm oidc-provider (installed by scripts/install-deps.sh into tests/services/node_modules).
 start_oidc() {
   local port dir
@@ -147,6 +183,7 @@ stop_all() {
   fi
   stop_pid_dir "${HARMAR_TEST_SMTP_STATE:-}" smtp.pid
   stop_pid_dir "${HARMAR_TEST_OIDC_DIR:-}" oidc.pid
+  stop_pid_dir "${HARMAR_TEST_MARIADB_DIR:-}" mysqld.pid
   rm -f "$envfile"
   log "stopped"
 }
@@ -158,7 +195,8 @@ alive() {
     "$PG_BIN/pg_isready" -q -d "$HARMAR_TEST_PG_URL" &&
     redis-cli -u "$HARMAR_TEST_REDIS_URL" ping >/dev/null &&
     kill -0 "$(cat "$HARMAR_TEST_SMTP_STATE/smtp.pid")" 2>/dev/null &&
-    { [[ -z ${HARMAR_TEST_OIDC_DIR:-} ]] || kill -0 "$(cat "$HARMAR_TEST_OIDC_DIR/oidc.pid")" 2>/dev/null; } )
+    { [[ -z ${HARMAR_TEST_OIDC_DIR:-} ]] || kill -0 "$(cat "$HARMAR_TEST_OIDC_DIR/oidc.pid")" 2>/dev/null; } &&
+    { [[ -z ${HARMAR_TEST_MARIADB_DIR:-} ]] || kill -0 "$(cat "$HARMAR_TEST_MARIADB_DIR/mysqld.pid")" 2>/dev/null; } )
 }
 
 case $cmd in
@@ -172,6 +210,7 @@ case $cmd in
     start_redis
     start_smtp
     start_oidc
+    start_mariadb
     trap - ERR
     cat "$envfile"
     ;;
