@@ -1,6 +1,9 @@
 #include "net/http_client.hpp"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <cctype>
 #include <memory>
@@ -30,7 +33,30 @@ struct Transfer {
   const ClientRequest* req = nullptr;
   ClientResponse resp;
   bool too_large = false;
+  bool forbidden = false;
+  std::string forbidden_ip;
 };
+
+// CURLOPT_OPENSOCKETFUNCTION: the address curl is about to connect to, after DNS, so a name
+// that resolves to a forbidden address is refused however it was spelled.
+curl_socket_t open_checked_socket(void* user, curlsocktype purpose, curl_sockaddr* addr) {
+  auto* t = static_cast<Transfer*>(user);
+  if (purpose == CURLSOCKTYPE_IPCXN && t->req->allow_address) {
+    char buf[INET6_ADDRSTRLEN] = {0};
+    const sockaddr* sa = &addr->addr;
+    const char* ip = nullptr;
+    if (sa->sa_family == AF_INET)
+      ip = inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(sa)->sin_addr, buf, sizeof buf);
+    else if (sa->sa_family == AF_INET6)
+      ip = inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(sa)->sin6_addr, buf, sizeof buf);
+    if (!ip || !t->req->allow_address(ip)) {
+      t->forbidden = true;
+      t->forbidden_ip = ip ? ip : "?";
+      return CURL_SOCKET_BAD;
+    }
+  }
+  return socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+}
 
 size_t on_body(char* data, size_t size, size_t n, void* user) {
   auto* t = static_cast<Transfer*>(user);
@@ -121,6 +147,11 @@ Result<ClientResponse> http_fetch_sync(const ClientRequest& req) {
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
   curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
   curl_easy_setopt(c, CURLOPT_HEADERDATA, &t);
+  if (req.allow_address) {
+    curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, open_checked_socket);
+    curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, &t);
+    curl_easy_setopt(c, CURLOPT_NOPROXY, "*");  // a proxy would connect for us, unchecked
+  }
   if (req.method == "HEAD") {
     curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
   } else if (req.method != "GET" || !req.body.empty()) {
@@ -134,6 +165,8 @@ Result<ClientResponse> http_fetch_sync(const ClientRequest& req) {
     if (t.too_large)
       return upstream(502, "upstream_too_large",
                       "the response from " + req.url + " is larger than " + std::to_string(req.max_response_bytes) + " bytes");
+    if (t.forbidden)
+      return upstream(403, "destination_forbidden", req.url + " resolves to " + t.forbidden_ip + ", which is not allowed");
     if (rc == CURLE_OPERATION_TIMEDOUT) return upstream(504, "upstream_timeout", req.url + " did not answer in time");
     if (rc == CURLE_TOO_MANY_REDIRECTS) return upstream(502, "too_many_redirects", req.url + " redirected too often");
     return upstream(502, "upstream_unreachable", req.url + ": " + curl_easy_strerror(rc));

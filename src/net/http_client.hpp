@@ -17,6 +17,7 @@
 #include <boost/asio/awaitable.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -39,6 +40,9 @@ struct ClientRequest {
   int64_t timeout_ms = 15'000;                 // the whole transfer, redirects included
   std::size_t max_response_bytes = 1 << 20;    // a larger body fails with 502 `upstream_too_large`
   int max_redirects = 0;                       // 0: a 3xx is returned as is
+  // If set, asked before every connection with the peer's numeric address ("10.0.0.1", "::1"),
+  // after DNS: false refuses it with 403 `destination_forbidden` (SSRF guards, e.g. webhooks).
+  std::function<bool(const std::string& ip)> allow_address;
 };
 
 struct ClientResponse {
