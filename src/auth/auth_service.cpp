@@ -1186,4 +1186,8 @@ asio::awaitable<Result<User>> AuthService::find_user(std::string user_id) {
   co_return (*u)->user;
 }
 
+asio::awaitable<Result<std::vector<std::string>>> AuthService::list_user_ids(std::string after_id, int limit) {
+  co_return co_await repo::user_ids_after(db_, after_id, std::clamp(limit, 1, 1000));
+}
+
 }  // namespace harmar::auth

@@ -174,6 +174,7 @@ class AuthService : public Accounts {
   asio::awaitable<Status> link_identity(std::string user_id, std::string provider, std::string subject,
                                         std::string email) override;
   asio::awaitable<Result<User>> find_user(std::string user_id) override;
+  asio::awaitable<Result<std::vector<std::string>>> list_user_ids(std::string after_id, int limit) override;
   asio::awaitable<Result<TokenPair>> start_session(std::string user_id, ClientInfo client, std::string method) override;
   asio::awaitable<void> audit(AuditEvent event) override;
 

@@ -154,6 +154,15 @@ asio::awaitable<Result<int64_t>> count_users(Querier& q) {
   co_return rows->front().integer(0);
 }
 
+asio::awaitable<Result<std::vector<std::string>>> user_ids_after(Querier& q, const std::string& after_id, int64_t limit) {
+  auto rows = co_await q.query("SELECT id FROM users WHERE id > $1 ORDER BY id LIMIT $2", {after_id, limit});
+  if (!rows.ok()) co_return rows.error();
+  std::vector<std::string> out;
+  out.reserve(rows->size());
+  for (const auto& r : *rows) out.push_back(r.text(0));
+  co_return out;
+}
+
 asio::awaitable<Result<std::optional<std::string>>> identity_user(Querier& q, const std::string& provider,
                                                                    const std::string& subject) {
   auto rows = co_await q.query("SELECT user_id FROM identities WHERE provider = $1 AND subject = $2", {provider, subject});

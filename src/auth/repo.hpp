@@ -31,6 +31,8 @@ asio::awaitable<Result<std::vector<std::string>>> user_roles(Querier& q, const s
 asio::awaitable<Status> add_user_role(Querier& q, const std::string& user_id, const std::string& role);
 asio::awaitable<Status> replace_user_roles(Querier& q, const std::string& user_id, const std::vector<std::string>& roles);
 asio::awaitable<Result<int64_t>> count_users(Querier& q);
+// Ids after `after_id` in id order (announcements to every user page through them).
+asio::awaitable<Result<std::vector<std::string>>> user_ids_after(Querier& q, const std::string& after_id, int64_t limit);
 
 asio::awaitable<Result<std::optional<std::string>>> identity_user(Querier& q, const std::string& provider,
                                                                    const std::string& subject);

@@ -106,6 +106,12 @@ class Accounts {
   // The user by id (404 if none).
   virtual asio::awaitable<Result<User>> find_user(std::string user_id) = 0;
 
+  // Ids of every user after `after_id` in id order, at most `limit` (1..1000): for fan-out to all
+  // users (announcements). (Default: 501, until the auth module implements it.)
+  virtual asio::awaitable<Result<std::vector<std::string>>> list_user_ids(std::string after_id, int limit) {
+    co_return Error{501, "not_implemented", "listing users is not available"};
+  }
+
   // A new session for `user_id`: the same token pair as password login. `method` says how the
   // user proved who they are ("password", "sms", "oauth:github", ...) and is audited.
   virtual asio::awaitable<Result<TokenPair>> start_session(std::string user_id, ClientInfo client,
