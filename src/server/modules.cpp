@@ -6,6 +6,7 @@
 #include "devices/devices.hpp"
 #include "im/im.hpp"
 #include "notify/module.hpp"
+#include "notify/notifications.hpp"
 #include "platform/idempotency.hpp"
 #include "realtime/realtime.hpp"
 #include "tasks/tasks.hpp"
@@ -23,6 +24,7 @@ std::vector<platform::Module> all_modules() {
   m.push_back(data::module());  // after realtime: it publishes through realtime::Publisher
   m.push_back(devices::module());
   m.push_back(tasks::module());
+  m.push_back(notify::notifications_module());  // last: it takes device and task events, finds Mailer, Accounts, Publisher
   // Each domain module adds itself here, after the modules whose services it finds.
   return m;
 }
