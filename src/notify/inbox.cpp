@@ -1,5 +1,7 @@
 #include "notify/inbox.hpp"
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/json.hpp>
 
 #include <algorithm>
@@ -175,7 +177,17 @@ asio::awaitable<Result<std::optional<InboxMessage>>> Inbox::deliver(Notice n) {
     co_await push(*stored);
     if (on_new_) co_await on_new_(*stored);
   }
-  if (choice.email) co_await mail(n, stored ? &*stored : nullptr);
+  if (choice.email) {
+    std::string message_id = stored ? stored->id : "";
+    if (mails_in_flight_.load() < opts_.max_mails_in_flight) {
+      mails_in_flight_.fetch_add(1);
+      auto ex = co_await asio::this_coro::executor;
+      asio::co_spawn(ex, mail(std::move(n), std::move(message_id)),
+                     [self = shared_from_this()](std::exception_ptr) { self->mails_in_flight_.fetch_sub(1); });
+    } else {
+      co_await mail(std::move(n), std::move(message_id));  // backpressure: past the bound, wait for it
+    }
+  }
   co_return stored;
 }
 
@@ -189,7 +201,7 @@ asio::awaitable<void> Inbox::push(const InboxMessage& m) {
     logger()->warn(log::fields({{"msg", "message.new not pushed"}, {"message_id", m.id}, {"error", seq.error().detail}}));
 }
 
-asio::awaitable<void> Inbox::mail(const Notice& n, const InboxMessage* stored) {
+asio::awaitable<void> Inbox::mail(Notice n, std::string message_id) {
   if (!mailer_ || !accounts_) co_return;
   auto user = co_await accounts_->find_user(n.user_id);
   if (!user) {
@@ -206,7 +218,7 @@ asio::awaitable<void> Inbox::mail(const Notice& n, const InboxMessage* stored) {
   vars["title"] = n.title;
   vars["body"] = n.body;
   vars["name"] = user->name;
-  if (stored) vars["message_id"] = stored->id;
+  if (!message_id.empty()) vars["message_id"] = message_id;
   std::string name = template_for(n.kind);
   std::string to = user->email;
   auto sent = co_await mailer_->send_template(name, std::move(to), std::move(vars));
@@ -261,7 +273,17 @@ asio::awaitable<Status> Inbox::remove(const Principal& who, const std::string& i
 }
 
 asio::awaitable<Result<int64_t>> Inbox::purge() {
-  co_return co_await inbox_repo::purge(db_, now_ms() - opts_.retention_ms);
+  auto old = co_await inbox_repo::purge(db_, now_ms() - opts_.retention_ms);
+  if (!old) co_return std::move(old).error();
+  auto crowded = co_await inbox_repo::users_over(db_, opts_.max_per_user, 1000);
+  if (!crowded) co_return std::move(crowded).error();
+  int64_t total = *old;
+  for (const auto& user_id : *crowded) {
+    auto n = co_await inbox_repo::trim_user(db_, user_id, opts_.max_per_user);
+    if (!n) co_return std::move(n).error();
+    total += *n;
+  }
+  co_return total;
 }
 
 // ---- announcements -------------------------------------------------------------------------

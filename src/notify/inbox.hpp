@@ -9,6 +9,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/json/object.hpp>
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -77,6 +78,10 @@ std::optional<Notice> notice_for(const platform::DomainEvent& e);
 struct InboxOptions {
   bool email_unverified = false;  // also mail addresses the user has not verified
   int64_t retention_ms = int64_t{90} * 24 * 3600 * 1000;
+  int64_t max_per_user = 10'000;  // the sweep deletes a user's oldest messages beyond this
+  // Mail is sent beside the inbox (up to this many at once, then inline), so a slow SMTP server
+  // does not hold up the messages behind it; 0 sends inline (tests that count mails at once).
+  int max_mails_in_flight = 32;
 };
 
 struct InboxPage {
@@ -84,7 +89,7 @@ struct InboxPage {
   int64_t unread_count = 0;
 };
 
-class Inbox {
+class Inbox : public std::enable_shared_from_this<Inbox> {
  public:
   Inbox(store::Database& db, InboxOptions opts) : db_(db), opts_(opts) {}
 
@@ -111,12 +116,13 @@ class Inbox {
   // Merges `changes` (already validated: known kinds) into the user's preferences.
   asio::awaitable<Result<Preferences>> update_preferences(const Principal& who, std::map<std::string, std::map<std::string, bool>> changes);
 
-  // Deletes messages older than the retention; the number deleted.
+  // Deletes messages older than the retention and each user's oldest beyond max_per_user; the
+  // number deleted.
   asio::awaitable<Result<int64_t>> purge();
 
  private:
   asio::awaitable<void> push(const InboxMessage& m);
-  asio::awaitable<void> mail(const Notice& n, const InboxMessage* stored);
+  asio::awaitable<void> mail(Notice n, std::string message_id);
 
   store::Database& db_;
   InboxOptions opts_;
@@ -124,6 +130,7 @@ class Inbox {
   std::shared_ptr<auth::Accounts> accounts_;
   std::shared_ptr<realtime::Publisher> publisher_;
   std::function<asio::awaitable<void>(const InboxMessage&)> on_new_;
+  std::atomic<int> mails_in_flight_{0};
 };
 
 // Announcements from an admin to every user or to a list: stored, then fanned out to inboxes by

@@ -119,6 +119,22 @@ asio::awaitable<Result<int64_t>> purge(Querier& q, int64_t before_ms) {
   co_return co_await q.exec("DELETE FROM inbox_messages WHERE created_at < $1", {before_ms});
 }
 
+asio::awaitable<Result<std::vector<std::string>>> users_over(Querier& q, int64_t keep, int64_t limit) {
+  auto rows = co_await q.query(
+      "SELECT user_id FROM inbox_messages GROUP BY user_id HAVING COUNT(*) > $1 ORDER BY user_id LIMIT $2", {keep, limit});
+  if (!rows) co_return std::move(rows).error();
+  std::vector<std::string> out;
+  for (const auto& r : *rows) out.push_back(r.text(0));
+  co_return out;
+}
+
+asio::awaitable<Result<int64_t>> trim_user(Querier& q, const std::string& user_id, int64_t keep) {
+  co_return co_await q.exec(
+      "DELETE FROM inbox_messages WHERE user_id = $1 AND id < (SELECT id FROM inbox_messages WHERE user_id = $1"
+      " ORDER BY id DESC LIMIT 1 OFFSET $2)",
+      {user_id, keep - 1});
+}
+
 asio::awaitable<Result<Preferences>> preferences(Querier& q, const std::string& user_id) {
   auto rows = co_await q.query("SELECT kind, inbox, email FROM inbox_preferences WHERE user_id = $1", {user_id});
   if (!rows) co_return std::move(rows).error();

@@ -28,6 +28,10 @@ asio::awaitable<Result<bool>> mark_read(Querier& q, const std::string& user_id, 
 asio::awaitable<Result<int64_t>> mark_all_read(Querier& q, const std::string& user_id, int64_t now);
 asio::awaitable<Result<bool>> remove(Querier& q, const std::string& user_id, const std::string& id);
 asio::awaitable<Result<int64_t>> purge(Querier& q, int64_t before_ms);
+// Users with more than `keep` messages (at most `limit` of them).
+asio::awaitable<Result<std::vector<std::string>>> users_over(Querier& q, int64_t keep, int64_t limit);
+// Deletes the user's messages beyond the newest `keep`; the number deleted.
+asio::awaitable<Result<int64_t>> trim_user(Querier& q, const std::string& user_id, int64_t keep);
 
 // The user's stored choices (kinds never set are absent).
 asio::awaitable<Result<Preferences>> preferences(Querier& q, const std::string& user_id);

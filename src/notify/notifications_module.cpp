@@ -33,6 +33,8 @@ void configure(config::Schema& s) {
          "also mail notifications to addresses their users have not verified"});
   s.add({"notifications.retention", Type::Duration, "90d", "inbox messages older than this are deleted", 3'600'000,
          int64_t{3650} * 24 * 3600 * 1000});
+  s.add({"notifications.max_per_user", Type::Int, "10000",
+         "inbox messages kept per user; the hourly sweep deletes the oldest beyond this", 10, 10'000'000});
   s.add({"webhooks.allow_private_targets", Type::Bool, "false",
          "let webhooks reach loopback, private and link-local addresses (tests, trusted networks only)"});
   s.add({"webhooks.max_attempts", Type::Int, "8", "attempts per delivery before it is marked failed", 1, 50});
@@ -170,6 +172,7 @@ platform::Module notifications_module() {
     InboxOptions io;
     io.email_unverified = s.config.get_bool("notifications.email_unverified");
     io.retention_ms = s.config.get_duration_ms("notifications.retention");
+    io.max_per_user = s.config.get_int("notifications.max_per_user");
     st->inbox = std::make_shared<Inbox>(s.db, io);
     st->announcements = std::make_shared<Announcements>(s.db, st->inbox);
     WebhookOptions wo;

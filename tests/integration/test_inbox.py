@@ -146,7 +146,7 @@ def test_preferences_switch_the_inbox_and_email_per_kind(harmar, tmp):
     complete_task(user, device)
     wait_for_kind(user, "task.completed")
     assert task_kinds(user) == ["task.completed"]
-    assert outbox_kinds(h, user.email) == ["task-failed"]
+    wait_until(lambda: outbox_kinds(h, user.email) == ["task-failed"], timeout=10, what="the task-failed mail")
 
     r = user.call("PATCH", "/v1/messages/preferences", {"task.failed": {"inbox": True, "email": False}})
     assert r.json()["task.failed"] == {"inbox": True, "email": False}

@@ -94,7 +94,10 @@ class InboxTest : public ::testing::TestWithParam<std::string> {
     auto templates = must(Templates::load(write_templates(harmar::testing::temp_dir() + "/" + slug + "-templates")));
     mailer_ = std::make_shared<OutboxMailer>(MailerSettings{}, *db_, std::move(templates));
     dir_ = std::make_shared<Directory>();
-    inbox_ = std::make_shared<Inbox>(*db_, InboxOptions{});
+    InboxOptions o;
+    o.max_mails_in_flight = 0;  // mail inline, so a test counts mails right after deliver()
+    o.max_per_user = 3;
+    inbox_ = std::make_shared<Inbox>(*db_, o);
     inbox_->wire(mailer_, dir_, nullptr);
   }
 
@@ -155,6 +158,20 @@ TEST_P(InboxTest, messages_list_newest_first_with_paging_unread_filter_and_count
   ASSERT_FALSE(gone.ok());
   EXPECT_EQ(gone.error().status, 404);
   EXPECT_EQ(must(run(inbox_->list(user(u), std::nullopt, 50, false))).items.size(), 2u);
+}
+
+TEST_P(InboxTest, the_sweep_keeps_the_newest_messages_of_each_user_up_to_the_bound) {
+  std::string busy = new_id(), quiet = new_id();
+  std::vector<InboxMessage> mine;
+  for (int i = 0; i < 5; ++i) mine.push_back(deliver(busy, "task.completed", "m" + std::to_string(i)));
+  deliver(quiet, "task.completed", "q");
+  EXPECT_EQ(must(run(inbox_->purge())), 2);
+  auto left = must(run(inbox_->list(user(busy), std::nullopt, 50, false))).items;
+  ASSERT_EQ(left.size(), 3u);
+  EXPECT_EQ(left[0].id, mine[4].id);
+  EXPECT_EQ(left[2].id, mine[2].id);
+  EXPECT_EQ(must(run(inbox_->list(user(quiet), std::nullopt, 50, false))).items.size(), 1u);
+  EXPECT_EQ(must(run(inbox_->purge())), 0);
 }
 
 TEST_P(InboxTest, another_user_can_neither_see_nor_touch_my_messages) {
