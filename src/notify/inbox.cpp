@@ -10,6 +10,7 @@
 #include "core/clock.hpp"
 #include "core/ids.hpp"
 #include "core/log.hpp"
+#include "core/metrics.hpp"
 #include "notify/inbox_repo.hpp"
 #include "notify/mailer.hpp"
 #include "realtime/realtime.hpp"
@@ -174,6 +175,8 @@ asio::awaitable<Result<std::optional<InboxMessage>>> Inbox::deliver(Notice n) {
     if (!fresh) co_return std::move(fresh).error();
     if (!*fresh) co_return std::optional<InboxMessage>{};  // handled before: pushed and mailed then
     stored = std::move(m);
+    static auto& counted = metrics::registry().counter("harmar_inbox_messages_total", "Inbox messages stored.");
+    counted.inc();
     co_await push(*stored);
     if (on_new_) co_await on_new_(*stored);
   }

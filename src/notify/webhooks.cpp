@@ -19,6 +19,7 @@
 #include "core/clock.hpp"
 #include "core/ids.hpp"
 #include "core/log.hpp"
+#include "core/metrics.hpp"
 #include "net/http_client.hpp"
 #include "notify/webhooks_repo.hpp"
 
@@ -29,6 +30,12 @@ namespace js = boost::json;
 namespace {
 
 auto logger() { return log::get("webhooks"); }
+
+metrics::Counter& attempts_counter(const char* outcome) {
+  return metrics::registry().counter("harmar_webhook_attempts_total",
+                                     "Webhook delivery attempts by outcome (succeeded, retrying, failed).",
+                                     {{"outcome", outcome}});
+}
 
 js::value opt_time(const std::optional<int64_t>& t) { return t ? js::value(format_rfc3339(*t)) : js::value(nullptr); }
 
@@ -374,6 +381,10 @@ asio::awaitable<void> Webhooks::attempt(Delivery d, Webhook w) {
       d.next_attempt_at = now + webhook_backoff_ms(opts_, d.attempts);
     }
   }
+  static auto& succeeded = attempts_counter("succeeded");
+  static auto& retrying = attempts_counter("retrying");
+  static auto& failed = attempts_counter("failed");
+  (d.status == "succeeded" ? succeeded : d.status == "failed" ? failed : retrying).inc();
   auto st = co_await webhooks_repo::finish_attempt(db_, d);
   if (!st)
     logger()->warn(log::fields({{"msg", "delivery outcome not recorded; retried after its lease"},

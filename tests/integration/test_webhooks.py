@@ -10,7 +10,7 @@ from signin_support import start_configured
 from webhook_support import Receiver, verify
 
 FAST = {"allow_private_targets": True, "retry_base": "200ms", "retry_max": "1s", "poll_interval": "50ms",
-        "max_attempts": 5}
+        "max_attempts": 5, "max_per_user": 2}
 
 
 def problem(r, status, code):
@@ -41,8 +41,16 @@ def test_crud_shows_the_secret_once_and_only_to_its_owner(harmar, tmp):
     assert "secret" not in got and got["url"] == "http://127.0.0.1:9/in"
     listed = me.call("GET", "/v1/webhooks").json()
     assert [w["id"] for w in listed["items"]] == [hook["id"]] and "secret" not in listed["items"][0]
-    own = create(me, "http://127.0.0.1:9/own", secret="my-own-secret-of-some-length")
+    key = {"Idempotency-Key": "create-own-1"}
+    r = me.call("POST", "/v1/webhooks", {"url": "http://127.0.0.1:9/own", "secret": "my-own-secret-of-some-length"},
+                headers=key)
+    assert r.status == 201, r.body
+    own = r.json()["webhook"]
     assert own["secret"] == "my-own-secret-of-some-length"
+    again = me.call("POST", "/v1/webhooks", {"url": "http://127.0.0.1:9/own", "secret": "my-own-secret-of-some-length"},
+                    headers=key)
+    assert again.status == 201 and again.json()["webhook"]["id"] == own["id"], "the same key answers the first again"
+    problem(me.call("POST", "/v1/webhooks", {"url": "http://127.0.0.1:9/third"}), 409, "too_many_webhooks")
 
     for method, path in (("GET", f"/v1/webhooks/{hook['id']}"), ("PATCH", f"/v1/webhooks/{hook['id']}"),
                          ("DELETE", f"/v1/webhooks/{hook['id']}"), ("GET", f"/v1/webhooks/{hook['id']}/deliveries"),
@@ -93,6 +101,8 @@ def test_deliveries_are_signed_and_retried_after_500_until_answered(harmar, tmp)
         [d] = wait_until(finished, timeout=10, what="the delivery log to say succeeded")
         assert d["attempts"] == 3 and d["response_status"] == 200 and d["event_type"] == "task.failed"
         assert d["id"] == attempts[0]["headers"]["harmar-delivery"] and d["delivered_at"]
+        metrics = h.get("/metrics").body.decode()
+        assert 'harmar_webhook_attempts_total{outcome="retrying"} 2' in metrics
 
         # A task that succeeds is not an event this webhook asked for; a ping is for it alone.
         r = user.call("POST", f"/v1/webhooks/{hook['id']}/ping")
