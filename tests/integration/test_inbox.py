@@ -10,12 +10,13 @@ import uuid
 
 import websockets
 
-from harness import harmar_bin, wait_until
+from harness import harmar_bin, require_env, wait_until
+from mail_sink import Mailbox, text_of
 from queue_support import PASSWORD, User, bearer
 from signin_support import start_configured
 
 
-def start(harmar, tmp):
+def start(harmar, tmp, **config):
     templates = tmp / "templates"
     templates.mkdir(exist_ok=True)
     # The real templates come with the email work; these stand in so mails are rendered and recorded.
@@ -23,7 +24,7 @@ def start(harmar, tmp):
         (templates / f"{name}.subject").write_text("{{title}}\n")
         (templates / f"{name}.txt").write_text("{{body}}\n")
     return start_configured(harmar, tmp, {"notifications": {"email_unverified": True},
-                                           "notify": {"templates_dir": str(templates)}})
+                                           "notify": {"templates_dir": str(templates)}, **config})
 
 
 def problem(r, status, code):
@@ -118,6 +119,17 @@ def test_a_failing_task_lands_in_the_inbox_and_on_the_users_socket(harmar, tmp):
     assert user.call("GET", f"/v1/messages/{stored['id']}").json() == stored
     # The default preference mails failures too (the user's address, rendered from task-failed).
     wait_until(lambda: "task-failed" in outbox_kinds(h, user.email), timeout=10, what="the task-failed mail")
+
+
+def test_a_failure_is_mailed_through_a_real_smtp_server(harmar, tmp):
+    box = Mailbox()
+    h = start(harmar, tmp, smtp={"url": require_env("HARMAR_TEST_SMTP_URL"), "from": "Harmar <no-reply@example.test>"})
+    user = new_user(h)
+    device = user.register_device()
+    task = fail_task(user, device, error="exit status 3")
+    mail = box.wait_for(user.email, subject_contains="failed", timeout=15)
+    assert mail["Subject"] == "Task build failed"
+    assert "exit status 3" in text_of(mail) and task["id"] in text_of(mail)
 
 
 def test_preferences_switch_the_inbox_and_email_per_kind(harmar, tmp):
