@@ -116,6 +116,8 @@ asio::awaitable<Result<bool>> remove(Querier& q, const std::string& user_id, con
 }
 
 asio::awaitable<Result<int64_t>> purge(Querier& q, int64_t before_ms) {
+  auto done = co_await q.exec("DELETE FROM inbox_announcements WHERE done = TRUE AND created_at < $1", {before_ms});
+  if (!done) co_return std::move(done).error();
   co_return co_await q.exec("DELETE FROM inbox_messages WHERE created_at < $1", {before_ms});
 }
 

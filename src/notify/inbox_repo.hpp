@@ -27,6 +27,7 @@ asio::awaitable<Result<std::optional<InboxMessage>>> find(Querier& q, const std:
 asio::awaitable<Result<bool>> mark_read(Querier& q, const std::string& user_id, const std::string& id, int64_t now);
 asio::awaitable<Result<int64_t>> mark_all_read(Querier& q, const std::string& user_id, int64_t now);
 asio::awaitable<Result<bool>> remove(Querier& q, const std::string& user_id, const std::string& id);
+// Deletes messages, and finished announcements, created before `before_ms`; the messages deleted.
 asio::awaitable<Result<int64_t>> purge(Querier& q, int64_t before_ms);
 // Users with more than `keep` messages (at most `limit` of them).
 asio::awaitable<Result<std::vector<std::string>>> users_over(Querier& q, int64_t keep, int64_t limit);

@@ -283,6 +283,13 @@ TEST_P(InboxTest, announcements_reach_every_user_once_even_when_a_page_is_worked
   }
   EXPECT_EQ(must(run(inbox_->list(user(ids[1]), std::nullopt, 50, false))).items.size(), 2u);
   EXPECT_EQ(must(run(inbox_->list(user(ids[2]), std::nullopt, 50, false))).items.size(), 1u);
+  // Past the retention, finished announcements go with the messages.
+  must(run(db_->exec("UPDATE inbox_announcements SET created_at = 0", {})));
+  must(run(db_->exec("UPDATE inbox_messages SET created_at = 0", {})));
+  must(run(inbox_->purge()));
+  auto left = must(run(db_->query("SELECT COUNT(*) FROM inbox_announcements", {})));
+  EXPECT_EQ(left.front().integer(0), 0);
+  EXPECT_TRUE(must(run(inbox_->list(user(ids[1]), std::nullopt, 50, false))).items.empty());
 }
 
 TEST_P(InboxTest, webhook_deliveries_are_claimed_once_and_queued_once_per_event) {
