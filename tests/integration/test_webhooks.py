@@ -135,6 +135,13 @@ def test_pending_retries_survive_a_restart_and_private_targets_are_refused_after
     problem(u2.call("POST", "/v1/webhooks", {"url": "http://127.0.0.1:9/x"}), 422, "validation_failed")
     problem(u2.call("POST", "/v1/webhooks", {"url": "http://localhost:9/x"}), 422, "validation_failed")
     problem(u2.call("POST", "/v1/webhooks", {"url": "http://[::ffff:169.254.169.254]/x"}), 422, "validation_failed")
+    # 2130706433 is 127.0.0.1 spelled as one number: not an address literal to the URL check, but the
+    # resolved address is refused at connect time, and such a failure is not retried.
+    sneaky = create(u2, "http://2130706433:9/x", event_types=["webhook.ping"])
+    assert u2.call("POST", f"/v1/webhooks/{sneaky['id']}/ping").status == 202
+    d = wait_until(lambda: [x for x in deliveries(u2, sneaky["id"]) if x["status"] == "failed"], timeout=10,
+                   what="the sneaky ping to fail")[0]
+    assert d["attempts"] == 1 and "destination_forbidden" in d["error"] and "127.0.0.1" in d["error"]
     h.stop()
     h.args += ["--set", "webhooks.allow_private_targets=false"]
     h.start()
