@@ -316,24 +316,6 @@ int64_t webhook_backoff_ms(const WebhookOptions& o, int64_t attempt) {
   return d + (spread > 0 ? static_cast<int64_t>(rng() % static_cast<uint64_t>(spread + 1)) : 0);
 }
 
-asio::awaitable<Result<int>> Webhooks::deliver_due(int max) {
-  if (max <= 0) co_return 0;
-  int64_t now = now_ms();
-  // The lease covers one attempt with room to spare; a node that dies mid-attempt frees it then.
-  auto claimed = co_await webhooks_repo::claim(db_, now, now + opts_.timeout_ms + 30'000, max);
-  if (!claimed) co_return std::move(claimed).error();
-  int n = 0;
-  for (auto& d : *claimed) {
-    auto w = co_await webhooks_repo::find(db_, "", d.webhook_id);
-    if (!w) co_return std::move(w).error();
-    if (!*w) continue;  // deleted meanwhile (its deliveries go with it)
-    ++n;
-    in_flight_.fetch_add(1);
-    co_await attempt(std::move(d), std::move(**w));
-  }
-  co_return n;
-}
-
 asio::awaitable<void> Webhooks::attempt(Delivery d, Webhook w) {
   struct Done {
     std::atomic<int>& n;
@@ -427,6 +409,7 @@ asio::awaitable<void> Webhooks::loop() {
     int room = static_cast<int>(opts_.concurrency) - in_flight_.load();
     int claimed = 0;
     if (room > 0) {
+      // The lease covers one attempt with room to spare; a node that dies mid-attempt frees it then.
       int64_t now = now_ms();
       auto batch = co_await webhooks_repo::claim(db_, now, now + opts_.timeout_ms + 30'000, room);
       if (!batch) {
@@ -435,6 +418,13 @@ asio::awaitable<void> Webhooks::loop() {
         for (auto& d : *batch) {
           auto w = co_await webhooks_repo::find(db_, "", d.webhook_id);
           if (!w || !*w) continue;  // deleted meanwhile, or the database hiccuped: the lease retries it
+          if (!(*w)->enabled) {  // disabled since it was queued: what is pending is dropped, and says so
+            d.status = "failed";
+            d.error = "the webhook was disabled";
+            auto st = co_await webhooks_repo::finish_attempt(db_, d);
+            if (!st) logger()->warn(log::fields({{"msg", "delivery outcome not recorded"}, {"error", st.error().detail}}));
+            continue;
+          }
           ++claimed;
           in_flight_.fetch_add(1);
           asio::co_spawn(

@@ -123,8 +123,6 @@ class Webhooks : public std::enable_shared_from_this<Webhooks> {
   asio::awaitable<Result<int>> enqueue(std::string user_id, std::string event_id, std::string type,
                                        boost::json::object data);
 
-  // Claims due deliveries (at most `max`) and sends them; the number attempted.
-  asio::awaitable<Result<int>> deliver_due(int max);
   // Deletes finished deliveries older than the retention.
   asio::awaitable<Result<int64_t>> purge();
 

@@ -111,6 +111,17 @@ def test_deliveries_are_signed_and_retried_after_500_until_answered(harmar, tmp)
         assert verify(hook["secret"], ping)
         assert len(rx.requests) == 4
 
+        # Disabled: what is still queued for it fails instead of being sent.
+        assert user.call("PATCH", f"/v1/webhooks/{hook['id']}", {"enabled": False}).status == 200
+        r = user.call("POST", f"/v1/webhooks/{hook['id']}/ping")
+        dropped = r.json()["delivery"]["id"]
+
+        def failed():
+            return [x for x in deliveries(user, hook["id"]) if x["id"] == dropped and x["status"] == "failed"]
+        [x] = wait_until(failed, timeout=10, what="the ping to a disabled webhook to fail")
+        assert x["error"] == "the webhook was disabled"
+        assert len(rx.requests) == 4
+
 
 def test_pending_retries_survive_a_restart_and_private_targets_are_refused_after_dns(harmar, tmp):
     with Receiver(statuses=[500]) as rx:
