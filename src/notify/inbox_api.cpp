@@ -231,6 +231,15 @@ asio::awaitable<Response> list_deliveries(HooksPtr hooks, Request& req) {
                                     [](const Delivery& d) { return d.id; });
 }
 
+asio::awaitable<Response> redeliver(HooksPtr hooks, Request& req) {
+  auto id = id_param(req);
+  std::string delivery_id(req.param("delivery_id"));
+  if (!id || !is_uuid(delivery_id)) co_return Error::not_found("no such delivery");
+  auto d = co_await hooks->redeliver(platform::principal(req), *id, delivery_id);
+  if (!d) co_return d.error();
+  co_return Response::json(202, js::object{{"delivery", d->to_json()}});
+}
+
 asio::awaitable<Response> ping_webhook(HooksPtr hooks, Request& req) {
   auto id = id_param(req);
   if (!id) co_return Error::not_found("no such webhook");
@@ -266,6 +275,8 @@ void install_notification_routes(net::Router& router, platform::Services& servic
   router.patch("/v1/webhooks/{id}", [hooks](Request& r) { return patch_webhook(hooks, r); }, user);
   router.del("/v1/webhooks/{id}", [hooks](Request& r) { return delete_webhook(hooks, r); }, user);
   router.get("/v1/webhooks/{id}/deliveries", [hooks](Request& r) { return list_deliveries(hooks, r); }, user);
+  router.post("/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver", [hooks](Request& r) { return redeliver(hooks, r); },
+              user);
   router.post("/v1/webhooks/{id}/ping", [hooks](Request& r) { return ping_webhook(hooks, r); }, user);
 }
 

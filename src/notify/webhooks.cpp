@@ -250,6 +250,23 @@ asio::awaitable<Result<std::vector<Delivery>>> Webhooks::deliveries(const Princi
   co_return co_await webhooks_repo::deliveries(db_, id, after, limit);
 }
 
+asio::awaitable<Result<Delivery>> Webhooks::redeliver(const Principal& who, const std::string& id,
+                                                      const std::string& delivery_id) {
+  auto w = co_await get(who, id);
+  if (!w) co_return std::move(w).error();
+  auto d = co_await webhooks_repo::requeue(db_, id, delivery_id, now_ms());
+  if (!d) co_return std::move(d).error();
+  if (!*d) {
+    // Either no such delivery of this webhook, or one still pending.
+    auto found = co_await webhooks_repo::find_delivery(db_, id, delivery_id);
+    if (!found) co_return std::move(found).error();
+    if (*found) co_return Error::conflict("the delivery is still being tried", "delivery_pending");
+    co_return Error::not_found("no such delivery");
+  }
+  kick();
+  co_return std::move(**d);
+}
+
 asio::awaitable<Result<Delivery>> Webhooks::ping(const Principal& who, const std::string& id) {
   auto w = co_await get(who, id);
   if (!w) co_return std::move(w).error();

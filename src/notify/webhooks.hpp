@@ -115,6 +115,9 @@ class Webhooks : public std::enable_shared_from_this<Webhooks> {
   asio::awaitable<Status> remove(const Principal& who, const std::string& id);
   asio::awaitable<Result<std::vector<Delivery>>> deliveries(const Principal& who, const std::string& id,
                                                            std::optional<std::string> after, int limit);
+  // Sends a finished (succeeded or failed) delivery again, from its first attempt; 409
+  // `delivery_pending` while it is still being tried.
+  asio::awaitable<Result<Delivery>> redeliver(const Principal& who, const std::string& id, const std::string& delivery_id);
   // Queues a `webhook.ping` delivery to this webhook alone.
   asio::awaitable<Result<Delivery>> ping(const Principal& who, const std::string& id);
 

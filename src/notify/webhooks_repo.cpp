@@ -181,6 +181,30 @@ asio::awaitable<Status> finish_attempt(Querier& q, const Delivery& d) {
   co_return Status{};
 }
 
+asio::awaitable<Result<std::optional<Delivery>>> find_delivery(Querier& q, const std::string& webhook_id,
+                                                              const std::string& id) {
+  auto rows = co_await q.query(
+      fmt::format("SELECT {} FROM webhook_deliveries WHERE id = $1 AND webhook_id = $2", kDeliveryCols), {id, webhook_id});
+  auto out = deliveries_of(std::move(rows));
+  if (!out) co_return std::move(out).error();
+  if (out->empty()) co_return std::optional<Delivery>{};
+  co_return std::optional<Delivery>(std::move(out->front()));
+}
+
+asio::awaitable<Result<std::optional<Delivery>>> requeue(Querier& q, const std::string& webhook_id,
+                                                        const std::string& id, int64_t now) {
+  auto rows = co_await q.query(
+      fmt::format("UPDATE webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at = $3, lease_until = 0,"
+                  " response_status = NULL, error = NULL, response_excerpt = NULL, duration_ms = NULL,"
+                  " delivered_at = NULL WHERE id = $1 AND webhook_id = $2 AND status <> 'pending' RETURNING {}",
+                  kDeliveryCols),
+      {id, webhook_id, now});
+  auto out = deliveries_of(std::move(rows));
+  if (!out) co_return std::move(out).error();
+  if (out->empty()) co_return std::optional<Delivery>{};
+  co_return std::optional<Delivery>(std::move(out->front()));
+}
+
 asio::awaitable<Result<int64_t>> purge(Querier& q, int64_t before_ms) {
   co_return co_await q.exec("DELETE FROM webhook_deliveries WHERE status <> 'pending' AND created_at < $1", {before_ms});
 }

@@ -34,6 +34,12 @@ asio::awaitable<Result<std::vector<Delivery>>> deliveries(Querier& q, const std:
 asio::awaitable<Result<std::vector<Delivery>>> claim(store::Database& db, int64_t now, int64_t lease_until, int64_t limit);
 // Records an attempt's outcome; only while the claim (its attempt number) still holds.
 asio::awaitable<Status> finish_attempt(Querier& q, const Delivery& d);
+asio::awaitable<Result<std::optional<Delivery>>> find_delivery(Querier& q, const std::string& webhook_id,
+                                                              const std::string& id);
+// Queues a finished delivery again from its first attempt; nullopt when there is no such finished
+// delivery of that webhook.
+asio::awaitable<Result<std::optional<Delivery>>> requeue(Querier& q, const std::string& webhook_id,
+                                                        const std::string& id, int64_t now);
 asio::awaitable<Result<int64_t>> purge(Querier& q, int64_t before_ms);
 
 }  // namespace harmar::notify::webhooks_repo

@@ -122,6 +122,18 @@ def test_deliveries_are_signed_and_retried_after_500_until_answered(harmar, tmp)
         assert x["error"] == "the webhook was disabled"
         assert len(rx.requests) == 4
 
+        # A finished delivery can be sent again, from its first attempt; a pending one cannot.
+        assert user.call("PATCH", f"/v1/webhooks/{hook['id']}", {"enabled": True}).status == 200
+        r = user.call("POST", f"/v1/webhooks/{hook['id']}/deliveries/{d['id']}/redeliver")
+        assert r.status == 202, r.body
+        assert r.json()["delivery"]["status"] == "pending" and r.json()["delivery"]["attempts"] == 0
+        again = [a for a in rx.received(5) if a["headers"]["harmar-delivery"] == d["id"]]
+        assert len(again) == 4 and again[-1]["headers"]["harmar-attempt"] == "1"
+        assert again[-1]["body"] == attempts[0]["body"] and verify(hook["secret"], again[-1])
+        other = User(h)
+        problem(other.call("POST", f"/v1/webhooks/{hook['id']}/deliveries/{d['id']}/redeliver"), 404, "not_found")
+        problem(user.call("POST", f"/v1/webhooks/{hook['id']}/deliveries/{hook['id']}/redeliver"), 404, "not_found")
+
 
 def test_pending_retries_survive_a_restart_and_private_targets_are_refused_after_dns(harmar, tmp):
     with Receiver(statuses=[500]) as rx:
@@ -132,6 +144,9 @@ def test_pending_retries_survive_a_restart_and_private_targets_are_refused_after
         rx.received(1)  # answered 500: the retry is due in 3 s
         wait_until(lambda: deliveries(user, hook["id"])[0]["attempts"] == 1 and
                    deliveries(user, hook["id"])[0]["response_status"] == 500, timeout=10, what="attempt 1 recorded")
+        pending = deliveries(user, hook["id"])[0]
+        problem(user.call("POST", f"/v1/webhooks/{hook['id']}/deliveries/{pending['id']}/redeliver"), 409,
+                "delivery_pending")
         assert h.stop() == 0
         h.start()  # same data dir and arguments: the retry is in the database, not in memory
         [first, second] = rx.received(2)
