@@ -51,6 +51,32 @@ constexpr std::size_t kDrainAllowance = 64 * 1024;
 // that sends faster than it reads.
 constexpr std::size_t kMaxOutboundAck = 100;
 
+// A streamed response (Response::stream) over HTTP/2 is read whole first, up to
+// Response::kMaxH2StreamedBody; a larger one is refused with a pointer to HTTP/1.1.
+asio::awaitable<Response> buffer_stream(Response resp, bool head) {
+  std::shared_ptr<BodyStream> stream = std::move(resp.stream);
+  if (head) {
+    resp.body.clear();
+    co_return resp;  // the length header is lost with the stream; HEAD answers without it
+  }
+  if (resp.stream_size > Response::kMaxH2StreamedBody)
+    co_return Response(Error{505, "http1_required",
+                             "this response is larger than HTTP/2 serves (" +
+                                 std::to_string(Response::kMaxH2StreamedBody) + " bytes); fetch it over HTTP/1.1"});
+  std::string body;
+  body.reserve(static_cast<std::size_t>(resp.stream_size));
+  for (;;) {
+    auto chunk = co_await stream->read();
+    if (!chunk) co_return Response(chunk.error());
+    if (chunk->empty()) break;
+    if (body.size() + chunk->size() > static_cast<std::size_t>(resp.stream_size))
+      co_return Response(Error::internal("a streamed response ran past its length"));
+    body += *chunk;
+  }
+  resp.body = std::move(body);
+  co_return resp;
+}
+
 const std::string_view kSwitchingProtocols =
     "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
 
@@ -513,6 +539,11 @@ void H2Core::headers_complete(H2Stream& s) {
   }
   s.match = st_.router.match(s.req.method, s.req.path(), &s.req);
   s.limit = body_limit_for(st_, s.match);
+  if (s.match.route && s.match.route->options.stream_body) {
+    // Streamed uploads are HTTP/1.1 only: here a body is held whole per stream (see BodySource).
+    answer(s, Error{505, "http1_required", "this endpoint takes its body as a stream over HTTP/1.1; retry with HTTP/1.1"});
+    return;
+  }
   std::string_view cl = s.req.header("content-length");
   uint64_t length = 0;
   if (!cl.empty() && std::from_chars(cl.data(), cl.data() + cl.size(), length).ec == std::errc() &&
@@ -602,6 +633,7 @@ void H2Core::start_handler(const std::shared_ptr<H2Stream>& s) {
 
 asio::awaitable<void> H2Core::run_handler(std::shared_ptr<H2Stream> s) {
   Response resp = co_await dispatch(st_, s->req, s->match, s->start_us);
+  if (resp.stream) resp = co_await buffer_stream(std::move(resp), s->req.method == Method::Head);
   answer(*s, std::move(resp));
 }
 

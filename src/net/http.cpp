@@ -51,6 +51,7 @@ void Request::clear() {
   method = Method::Get;
   version = 11;
   body.clear();
+  body_source = nullptr;
   principal.reset();
   storage_.clear();
   method_ = target_ = {};

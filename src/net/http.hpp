@@ -1,10 +1,12 @@
 #pragma once
 // The protocol-independent request and response every handler sees. HTTP/1.1 and HTTP/2 both
 // fill a Request and serialise a Response; a handler never knows which carried it.
+#include <boost/asio/awaitable.hpp>
 #include <boost/json/fwd.hpp>
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -13,6 +15,7 @@
 
 #include "core/error.hpp"
 #include "core/principal.hpp"
+#include "core/result.hpp"
 
 namespace harmar::net {
 
@@ -24,12 +27,39 @@ Method parse_method(std::string_view s);
 // Case-insensitive ASCII comparison, for header names and tokens.
 bool iequals(std::string_view a, std::string_view b);
 
+// A request body read while it arrives, for routes with RouteOptions::stream_body. The socket
+// is read only when the handler asks, so a slow consumer slows the client down (TCP backpressure)
+// and the server holds at most one read's worth of the body (about 64 KiB).
+class BodySource {
+ public:
+  virtual ~BodySource() = default;
+  // The next bytes of the body, valid until the next read(); empty once the body is complete.
+  // Errors (the body is then unusable, and the connection is closed after the response):
+  //   413 `payload_too_large`  more than the route's body_limit arrived (chunked bodies);
+  //   400 `incomplete_body`    the client hung up or went silent past limits.body_timeout;
+  //   400 `malformed_request`  broken chunked framing.
+  // A handler that gets an error must commit nothing.
+  virtual boost::asio::awaitable<Result<std::string_view>> read() = 0;
+  // The declared Content-Length; nullopt for a chunked body.
+  virtual std::optional<int64_t> length() const = 0;
+};
+
+// A response body produced while it is sent (Response::stream), e.g. read from blob storage.
+class BodyStream {
+ public:
+  virtual ~BodyStream() = default;
+  // The next bytes; empty at the end. An error mid-body cuts the connection (the client sees a
+  // short body against Content-Length, never a silently truncated one).
+  virtual boost::asio::awaitable<Result<std::string>> read() = 0;
+};
+
 class Request {
  public:
   Method method = Method::Get;
   int version = 11;  // 10, 11 or 20
   bool secure = false;
-  std::string body;
+  std::string body;  // the whole body; empty on stream_body routes (read body_source instead)
+  BodySource* body_source = nullptr;   // set on stream_body routes (HTTP/1.1), for the handler's run
   std::optional<Principal> principal;  // set by the route's auth hook
 
   std::string_view method_text() const { return view(method_); }
@@ -94,6 +124,12 @@ struct Response {
   // goes through header("Content-Type", ...), which clears this.
   const char* content_type = "application/json";
   std::vector<std::pair<std::string, std::string>> headers;
+  // When set, the body is `stream_size` bytes read from `stream` as they are sent (`body` is
+  // ignored). HTTP/1.1 streams it; HTTP/2 buffers up to kMaxH2StreamedBody and answers larger
+  // ones 505 `http1_required` (see docs/backups.md).
+  std::shared_ptr<BodyStream> stream;
+  int64_t stream_size = 0;
+  static constexpr int64_t kMaxH2StreamedBody = 8 << 20;
 
   Response() = default;
   Response(int s, std::string b, const char* type = "application/json") : status(s), body(std::move(b)), content_type(type) {}

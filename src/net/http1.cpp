@@ -64,7 +64,7 @@ std::size_t serialize(std::string& out, const Worker& w, const Request& req, con
   bool bodiless = resp.status == 204 || resp.status == 304 || resp.status < 200;
   if (!bodiless) {
     out += "Content-Length: ";
-    append_number(out, resp.body.size());
+    append_number(out, resp.stream ? static_cast<std::size_t>(resp.stream_size) : resp.body.size());
     out += "\r\n";
   }
   out += "X-Request-Id: ";
@@ -84,6 +84,7 @@ std::size_t serialize(std::string& out, const Worker& w, const Request& req, con
   }
   out += "\r\n";
   if (bodiless || req.method == Method::Head) return 0;
+  if (resp.stream) return static_cast<std::size_t>(resp.stream_size);  // sent by send_stream()
   out += resp.body;
   return resp.body.size();
 }
@@ -136,6 +137,25 @@ class Http1Session final : public Connection {
   asio::awaitable<bool> flush();
   void written();
   asio::awaitable<void> answer_and_close(const Error& e);
+  // Streamed request bodies (RouteOptions::stream_body): the next piece, parsed from what is
+  // buffered or read from the socket now, never ahead of the handler.
+  asio::awaitable<Result<std::string_view>> read_body(RequestParser& parser);
+  // Writes a streamed response body after its head; false if it could not be sent whole.
+  asio::awaitable<bool> send_stream(BodyStream& stream, int64_t size);
+
+  class Source final : public BodySource {
+   public:
+    Source(Http1Session& s, RequestParser& p) : s_(s), p_(p) {}
+    asio::awaitable<Result<std::string_view>> read() override { return s_.read_body(p_); }
+    std::optional<int64_t> length() const override {
+      auto n = p_.content_length();
+      return n ? std::optional<int64_t>(static_cast<int64_t>(*n)) : std::nullopt;
+    }
+
+   private:
+    Http1Session& s_;
+    RequestParser& p_;
+  };
   asio::awaitable<void> upgrade_to_h2(std::string preread, Request* upgrade);
 
   ServerState& st_;
@@ -148,6 +168,11 @@ class Http1Session final : public Connection {
   bool waiting_ = false;  // suspended waiting for the client to send
   bool park_requested_ = false;
   bool parked_ = false;
+  // Streamed body state: whether req_.body was handed out (and may be cleared), and the error
+  // that ended the body, if any (repeated to every later read).
+  bool body_handed_ = false;
+  std::optional<Error> body_error_;
+  bool client_hung_up_ = false;
 };
 
 template <class T>
@@ -197,6 +222,65 @@ asio::awaitable<void> Http1Session<T>::answer_and_close(const Error& e) {
 }
 
 template <class T>
+asio::awaitable<Result<std::string_view>> Http1Session<T>::read_body(RequestParser& parser) {
+  if (body_handed_) req_.body.clear();
+  body_handed_ = true;
+  if (body_error_) co_return *body_error_;
+  // Bytes parsed with the header (eager parsing) are already in req_.body.
+  bool need_more = pending_.empty();
+  while (req_.body.empty() && !parser.is_done()) {
+    if (need_more) {
+      deadline_ms = w_.deadline_after(st_.opts.body_timeout_ms);
+      error_code ec;
+      std::string_view chunk = co_await t_.read(ec);
+      deadline_ms = 0;
+      if (ec || chunk.empty()) {
+        client_hung_up_ = true;
+        body_error_ = Error::bad_request("incomplete_body", "the connection ended before the whole request body arrived");
+        co_return *body_error_;
+      }
+      pending_.append(chunk);  // copied: the scratch buffer is reused once we suspend
+    }
+    error_code ec;
+    std::size_t n = parser.put(asio::buffer(pending_.data(), pending_.size()), ec);
+    pending_.erase(0, n);
+    if (ec == bhttp::error::need_more) {
+      need_more = true;
+      continue;
+    }
+    if (ec) {
+      body_error_ = parse_error(ec, parser);
+      co_return *body_error_;
+    }
+    need_more = pending_.empty();
+  }
+  co_return std::string_view(req_.body);
+}
+
+template <class T>
+asio::awaitable<bool> Http1Session<T>::send_stream(BodyStream& stream, int64_t size) {
+  int64_t sent = 0;
+  for (;;) {
+    auto chunk = co_await stream.read();
+    if (!chunk) {
+      st_.log->warn(log::fields({{"msg", "streamed response failed"},
+                                 {"error", chunk.error().detail},
+                                 {"request_id", req_.request_id()}}));
+      co_return false;
+    }
+    if (chunk->empty()) break;
+    sent += static_cast<int64_t>(chunk->size());
+    if (sent > size) co_return false;
+    deadline_ms = w_.deadline_after(st_.opts.write_timeout_ms);
+    error_code ec;
+    co_await t_.write(*chunk, ec);
+    deadline_ms = 0;
+    if (ec) co_return false;
+  }
+  co_return sent == size;
+}
+
+template <class T>
 asio::awaitable<void> Http1Session<T>::run() {
   if constexpr (!T::kSecure) {
     // h2c with prior knowledge: the client opens with the HTTP/2 preface instead of a request.
@@ -228,9 +312,10 @@ asio::awaitable<void> Http1Session<T>::run() {
     deadline_ms = w_.deadline_after(idle ? st_.opts.idle_timeout_ms : st_.opts.header_timeout_ms);
     bool need_more = pending_.empty();
     bool header_seen = false;
+    bool streaming = false;
     int64_t start_us = 0;
     error_code ec;
-    while (!parser.is_done()) {
+    while (!parser.is_done() && !streaming) {
       std::string_view data;
       if (!need_more) {
         data = pending_;
@@ -282,16 +367,15 @@ asio::awaitable<void> Http1Session<T>::run() {
       } else {
         pending_.assign(data.substr(n));
       }
-      if (ec == bhttp::error::need_more) {
-        need_more = true;
+      bool wants_more = ec == bhttp::error::need_more;
+      if (wants_more) {
         ec = {};
-        continue;
-      }
-      need_more = pending_.empty();
-      if (ec) {
+      } else if (ec) {
         co_await answer_and_close(parse_error(ec, parser));
         co_return;
       }
+      need_more = wants_more || pending_.empty();
+      // Also after need_more: a chunked body can end a read mid-chunk right after the header.
       if (parser.is_header_done() && !header_seen) {
         header_seen = true;
         start_us = mono_us();
@@ -300,6 +384,8 @@ asio::awaitable<void> Http1Session<T>::run() {
           out_ += "HTTP/1.1 100 Continue\r\n\r\n";
           if (!co_await flush()) co_return;
         }
+        // The handler reads the rest of the body itself (read_body), as fast as it consumes it.
+        streaming = parser.streaming && !parser.upgrade();
       }
     }
     deadline_ms = 0;  // the handler runs without a client deadline
@@ -326,15 +412,41 @@ asio::awaitable<void> Http1Session<T>::run() {
     }
 
     Response resp;
+    std::optional<Source> source;
+    if (streaming) {
+      source.emplace(*this, parser);
+      req_.body_source = &*source;
+      body_handed_ = false;
+      body_error_.reset();
+      client_hung_up_ = false;
+    }
     if (!rate_.take(start_us)) {
       resp = Error::rate_limited(1, "this connection sends requests faster than " +
                                         std::to_string(st_.opts.connection_rps) + " per second");
     } else {
       resp = co_await dispatch(st_, req_, m, start_us);
     }
-    keep_alive = parser.keep_alive() && !draining && !w_.draining && resp.find_header("Connection") != "close";
+    req_.body_source = nullptr;
+    if (streaming && client_hung_up_) {
+      record(st_, req_, m, resp, 0, start_us, T::kSecure ? "https/1.1" : "http/1.1");
+      t_.cut();
+      co_return;
+    }
+    // A streamed body the handler left unread (an early refusal) cannot be skipped safely.
+    keep_alive = parser.keep_alive() && parser.is_done() && !draining && !w_.draining &&
+                 resp.find_header("Connection") != "close";
     std::size_t sent = serialize(out_, w_, req_, resp, keep_alive, req_.version);
     record(st_, req_, m, resp, sent, start_us, T::kSecure ? "https/1.1" : "http/1.1");
+    if (resp.stream && sent > 0) {
+      bool flushed = co_await flush();
+      if (!flushed) co_return;
+      bool whole = co_await send_stream(*resp.stream, resp.stream_size);
+      if (!whole) {
+        t_.cut();
+        co_return;
+      }
+      continue;
+    }
     if (pending_.empty() || out_.size() > 64 * 1024 || !keep_alive) {
       if (Flush f = flush_now(); f != Flush::Done) {
         if (f == Flush::Failed) co_return;

@@ -2,7 +2,7 @@
 // Routes: method + path pattern → handler, with per-route options and middleware.
 //
 //   router.get("/v1/tasks/{id}", get_task, {.auth = Auth::User});
-//   router.post("/v1/config/backup", upload, {.auth = Auth::User, .body_limit = 100 << 20});
+//   router.post("/v1/config/backup", upload, {.auth = Auth::Device, .body_limit = 100 << 20, .stream_body = true});
 //
 // Patterns are literal segments, "{name}" (one segment) and a final "{name...}" (the rest).
 // Literal segments win over parameters. The router is built before the server starts and is
@@ -49,6 +49,10 @@ struct RouteOptions {
   Auth auth = Auth::None;
   std::string permission;  // also required (AuthHook::authorize), if non-empty
   int64_t body_limit = -1;  // bytes; -1 takes the server default (limits.body_bytes)
+  // The handler reads the body from Request::body_source while it arrives (HTTP/1.1, Content-Length
+  // or chunked) instead of finding it whole in Request::body; body_limit bounds the whole stream.
+  // Over HTTP/2 such a route answers 505 `http1_required` (see BodySource).
+  bool stream_body = false;
   bool access_log = true;
   std::vector<Middleware> middleware;  // outermost first
   // For WebSocket routes: message size, send-queue bound and idle timeout (0: the server's).

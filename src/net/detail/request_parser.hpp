@@ -31,7 +31,9 @@ class RequestParser final : public bhttp::basic_parser<true> {
   bool h2c_upgrade = false;
   bool body_too_large = false;
   bool unsupported_coding = false;
+  bool streaming = false;  // the route reads its body as a stream: nothing is reserved up front
   int64_t limit = 0;
+  uint64_t received = 0;  // body bytes parsed so far (all of them, also those handed out)
 
  private:
   void on_request_impl(bhttp::verb, beast::string_view method, beast::string_view target, int version,
@@ -65,6 +67,7 @@ class RequestParser final : public bhttp::basic_parser<true> {
     }
     match = st_.router.match(req_.method, req_.path(), &req_);
     limit = body_limit_for(st_, match);
+    streaming = match.route && match.route->options.stream_body;
     // Refuse on the declared length alone, before a byte of the body is read.
     if (auto length = content_length(); length && *length > static_cast<std::uint64_t>(limit)) {
       body_too_large = true;
@@ -78,13 +81,13 @@ class RequestParser final : public bhttp::basic_parser<true> {
       ec = bhttp::error::body_limit;
       return;
     }
-    if (length) req_.body.reserve(static_cast<std::size_t>(*length));
+    if (length && !streaming) req_.body.reserve(static_cast<std::size_t>(*length));
   }
 
   std::size_t on_body_impl(beast::string_view body, boost::system::error_code& ec) override { return append(body, ec); }
 
   void on_chunk_header_impl(std::uint64_t size, beast::string_view, boost::system::error_code& ec) override {
-    if (req_.body.size() + size > static_cast<std::uint64_t>(limit)) {
+    if (received + size > static_cast<std::uint64_t>(limit)) {
       body_too_large = true;
       ec = bhttp::error::body_limit;
     }
@@ -97,11 +100,12 @@ class RequestParser final : public bhttp::basic_parser<true> {
   void on_finish_impl(boost::system::error_code&) override {}
 
   std::size_t append(std::string_view body, boost::system::error_code& ec) {
-    if (req_.body.size() + body.size() > static_cast<std::size_t>(limit)) {
+    if (received + body.size() > static_cast<std::uint64_t>(limit)) {
       body_too_large = true;
       ec = bhttp::error::body_limit;
       return 0;
     }
+    received += body.size();
     req_.body.append(body);
     return body.size();
   }

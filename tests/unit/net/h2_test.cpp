@@ -1158,3 +1158,54 @@ TEST(Http2, garbage_after_the_preface_never_takes_the_server_down) {
 
 }  // namespace
 }  // namespace harmar::testing
+
+namespace harmar::testing {
+namespace {
+
+class OnePiece final : public net::BodyStream {
+ public:
+  explicit OnePiece(std::string s) : s_(std::move(s)) {}
+  asio::awaitable<Result<std::string>> read() override { co_return std::exchange(s_, std::string()); }
+
+ private:
+  std::string s_;
+};
+
+TEST(Http2, streamed_upload_routes_are_refused_with_a_pointer_to_http11) {
+  TestServer s;
+  s.router.post("/upload", [](Request&) -> asio::awaitable<Response> { co_return Response(200, "{}"); },
+                {.body_limit = 1 << 20, .stream_body = true});
+  s.start();
+  FetchOptions o;
+  o.body = std::string(1000, 'x');
+  auto r = fetch(url(s, "/upload"), o);
+  ASSERT_EQ(r.code, CURLE_OK) << r.error;
+  EXPECT_EQ(r.version, CURL_HTTP_VERSION_2_0);
+  EXPECT_EQ(r.status, 505);
+  EXPECT_NE(r.body.find("http1_required"), std::string::npos);
+  o.http_version = CURL_HTTP_VERSION_1_1;  // the same request over HTTP/1.1 is served
+  r = fetch(url(s, "/upload"), o);
+  EXPECT_EQ(r.status, 200);
+}
+
+TEST(Http2, streamed_responses_are_sent_whole_up_to_the_h2_bound_and_refused_beyond) {
+  TestServer s;
+  s.router.get("/file/{n}", [](Request& req) -> asio::awaitable<Response> {
+    std::size_t n = std::stoul(std::string(req.param("n")));
+    Response r(200, {}, "application/octet-stream");
+    r.stream = std::make_shared<OnePiece>(std::string(n, 'f'));
+    r.stream_size = static_cast<int64_t>(n);
+    co_return r;
+  });
+  s.start();
+  auto r = fetch(url(s, "/file/300000"));
+  ASSERT_EQ(r.code, CURLE_OK) << r.error;
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, std::string(300000, 'f'));
+  r = fetch(url(s, "/file/" + std::to_string(net::Response::kMaxH2StreamedBody + 1)));
+  EXPECT_EQ(r.status, 505);
+  EXPECT_NE(r.body.find("http1_required"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace harmar::testing
