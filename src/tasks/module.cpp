@@ -31,6 +31,7 @@ platform::Module module() {
   m.provide = [svc](platform::Services& s) {
     *svc = std::make_shared<Service>(s, Options::from(s.config), s.find<devices::Directory>());
     s.provide<devices::TaskHooks>(*svc);
+    s.provide<Submitter>(*svc);
   };
   m.routes = [svc](net::Router& r, platform::Services& s) { install_routes(r, s, *svc); };
   m.start = [svc](platform::Services&) { (*svc)->start(); };

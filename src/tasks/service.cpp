@@ -202,6 +202,19 @@ asio::awaitable<Result<Task>> Service::create(const Principal& user, NewTask in)
   co_return t;
 }
 
+asio::awaitable<Result<Submitter::Submitted>> Service::submit(const Principal& user, std::string type,
+                                                             boost::json::object payload, std::string device_id) {
+  if (boost::json::serialize(payload).size() > static_cast<std::size_t>(opts_.max_payload_bytes))
+    co_return Error::validation("the task payload is too large", {{"payload", "exceeds tasks.max_payload_bytes"}});
+  NewTask in;
+  in.type = std::move(type);
+  in.payload = std::move(payload);
+  in.device_id = std::move(device_id);
+  auto t = co_await create(user, std::move(in));
+  if (!t) co_return std::move(t).error();
+  co_return Submitted{t->id, t->status};
+}
+
 asio::awaitable<Result<Task>> Service::get(const Principal& user, const std::string& id) {
   auto t = co_await repo_.find(s_.db, user.user_id, id);
   if (!t) co_return std::move(t).error();

@@ -26,6 +26,7 @@
 #include "platform/module.hpp"
 #include "tasks/model.hpp"
 #include "tasks/repo.hpp"
+#include "tasks/tasks.hpp"
 #include "tasks/wakeups.hpp"
 
 namespace harmar::tasks {
@@ -73,7 +74,7 @@ struct ProgressInput {
   int64_t attempt = -1;
 };
 
-class Service final : public devices::TaskHooks, public std::enable_shared_from_this<Service> {
+class Service final : public devices::TaskHooks, public Submitter, public std::enable_shared_from_this<Service> {
  public:
   static constexpr const char* kNotifyChannel = "harmar_tasks";
   static constexpr const char* kTypesChannel = "tasks.types";
@@ -107,6 +108,10 @@ class Service final : public devices::TaskHooks, public std::enable_shared_from_
   asio::awaitable<Result<Task>> result(const Principal& device, const std::string& id, ResultInput in);
   // The device gives one task back (shutting down): queued again, the attempt not counted.
   asio::awaitable<Result<Task>> release(const Principal& device, const std::string& id);
+
+  // Submitter
+  asio::awaitable<Result<Submitted>> submit(const Principal& user, std::string type, boost::json::object payload,
+                                            std::string device_id) override;
 
   // devices::TaskHooks
   asio::awaitable<Result<devices::HeartbeatTasks>> on_heartbeat(const devices::DeviceInfo& d,
