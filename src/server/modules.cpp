@@ -2,6 +2,7 @@
 
 #include "auth/module.hpp"
 #include "auth/signin_module.hpp"
+#include "backups/backups.hpp"
 #include "data/data.hpp"
 #include "devices/devices.hpp"
 #include "im/im.hpp"
@@ -24,6 +25,7 @@ std::vector<platform::Module> all_modules() {
   m.push_back(data::module());  // after realtime: it publishes through realtime::Publisher
   m.push_back(devices::module());
   m.push_back(tasks::module());
+  m.push_back(backups::module());  // after tasks: restores are sent as tasks (tasks::Submitter)
   m.push_back(notify::notifications_module());  // last: it takes device and task events, finds Mailer, Accounts, Publisher
   // Each domain module adds itself here, after the modules whose services it finds.
   return m;
