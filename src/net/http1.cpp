@@ -142,6 +142,10 @@ class Http1Session final : public Connection {
   asio::awaitable<Result<std::string_view>> read_body(RequestParser& parser);
   // Writes a streamed response body after its head; false if it could not be sent whole.
   asio::awaitable<bool> send_stream(BodyStream& stream, int64_t size);
+  // Closes after an answer that left a streamed body unread (see the definition).
+  asio::awaitable<void> linger_close();
+  static constexpr int64_t kLingerMs = 2000;
+  static constexpr std::size_t kLingerBytes = 1 << 20;
 
   class Source final : public BodySource {
    public:
@@ -302,6 +306,7 @@ asio::awaitable<void> Http1Session<T>::run() {
     }
   }
   bool keep_alive = true;
+  bool linger = false;  // a streamed body was left unread: drain a little before closing
   while (keep_alive) {
     req_.clear();
     if (req_.body.capacity() > 64 * 1024) std::string().swap(req_.body);
@@ -435,6 +440,7 @@ asio::awaitable<void> Http1Session<T>::run() {
     // A streamed body the handler left unread (an early refusal) cannot be skipped safely.
     keep_alive = parser.keep_alive() && parser.is_done() && !draining && !w_.draining &&
                  resp.find_header("Connection") != "close";
+    linger = streaming && !parser.is_done();
     std::size_t sent = serialize(out_, w_, req_, resp, keep_alive, req_.version);
     record(st_, req_, m, resp, sent, start_us, T::kSecure ? "https/1.1" : "http/1.1");
     if (resp.stream && sent > 0) {
@@ -456,7 +462,34 @@ asio::awaitable<void> Http1Session<T>::run() {
     }
   }
   if (!co_await flush()) co_return;
+  if (linger) {
+    co_await linger_close();
+    co_return;
+  }
   t_.finish();
+}
+
+template <class T>
+asio::awaitable<void> Http1Session<T>::linger_close() {
+  if constexpr (T::kSecure) {
+    t_.finish();
+  } else {
+    // Closing with unread bytes in the receive queue makes the kernel send a reset, which can
+    // destroy the answer before the client reads it. Like nginx's lingering close: stop sending,
+    // then read and drop what the client still sends, for a bounded time and amount.
+    error_code ignored;
+    t_.sock.shutdown(tcp::socket::shutdown_send, ignored);
+    deadline_ms = w_.deadline_after(kLingerMs);
+    std::size_t dropped = 0;
+    while (dropped < kLingerBytes) {
+      error_code ec;
+      std::string_view chunk = co_await t_.read(ec);
+      if (ec || chunk.empty()) break;
+      dropped += chunk.size();
+    }
+    deadline_ms = 0;
+    t_.cut();
+  }
 }
 
 template <class T>

@@ -266,6 +266,25 @@ TEST(BodyStream, bytes_past_a_declared_length_are_the_next_request_not_body) {
   EXPECT_EQ(r->result_int(), 400);
 }
 
+TEST(BodyStream, an_early_refusal_of_an_unread_body_reaches_the_client_intact) {
+  TestServer s;
+  s.router.post("/refuse", [](Request&) -> asio::awaitable<Response> {
+    co_return Error::conflict("no room", "backup_quota_exceeded");  // without reading the body
+  }, {.body_limit = 64 << 20, .stream_body = true});
+  s.start();
+  for (int i = 0; i < 20; ++i) {  // a reset instead of a lingering close loses the answer now and then
+    RawClient c(s.port);
+    std::string body(300000, 'r');
+    c.send("POST /refuse HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n");
+    c.send(body);
+    auto r = c.read();
+    ASSERT_TRUE(r) << "attempt " << i;
+    EXPECT_EQ(r->result_int(), 409);
+    EXPECT_NE(r->body().find("backup_quota_exceeded"), std::string::npos);
+    EXPECT_TRUE(c.closed_within(5000));
+  }
+}
+
 // --- streamed responses -------------------------------------------------------------------
 
 class Pieces final : public net::BodyStream {
