@@ -18,6 +18,8 @@ platform::Module module() {
            "config backup bytes one account may keep; an upload past it is 409 backup_quota_exceeded", 0, 1LL << 50});
     s.add({"backups.max_per_user", Type::Int, "1000",
            "config backups one account may keep; one more is 409 backup_quota_exceeded", 1, 10'000'000});
+    s.add({"backups.max_parallel_uploads", Type::Int, "2",
+           "uploads one device may have in progress at once (per node); one more is 429 too_many_uploads", 1, 64});
   };
   m.migrations = repo::migrations();
   auto svc = std::make_shared<std::shared_ptr<Service>>();

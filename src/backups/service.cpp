@@ -53,7 +53,20 @@ Options Options::from(const config::Config& c) {
   o.max_upload_bytes = c.get_size("backups.max_upload_bytes");
   o.quota_bytes = c.get_size("backups.quota_bytes");
   o.max_per_user = c.get_int("backups.max_per_user");
+  o.max_parallel_uploads = c.get_int("backups.max_parallel_uploads");
   return o;
+}
+
+std::shared_ptr<void> Service::take_upload_slot(const std::string& device_id) {
+  std::lock_guard lock(mu_);
+  int64_t& n = uploading_[device_id];
+  if (n >= opts_.max_parallel_uploads) return nullptr;
+  ++n;
+  return std::shared_ptr<void>(static_cast<void*>(this), [this, device_id](void*) {
+    std::lock_guard l(mu_);
+    auto it = uploading_.find(device_id);
+    if (it != uploading_.end() && --it->second <= 0) uploading_.erase(it);
+  });
 }
 
 Status Service::check_quota(const Usage& u, int64_t extra) const {
@@ -71,6 +84,13 @@ Status Service::check_quota(const Usage& u, int64_t extra) const {
 
 asio::awaitable<Result<Backup>> Service::upload(const Principal& device, net::BodySource& body, UploadInput in) {
   if (device.kind != Principal::Kind::Device) co_return Error::forbidden("only a device uploads its config backups");
+  std::shared_ptr<void> slot = take_upload_slot(device.id);
+  if (!slot) {
+    Error busy = Error::rate_limited(1, "this device is already sending " + std::to_string(opts_.max_parallel_uploads) +
+                                            " backups; send the next when one has finished");
+    busy.code = "too_many_uploads";
+    co_return busy;
+  }
   std::optional<int64_t> declared = body.length();
   if (declared && *declared == 0) co_return Error::validation("the backup is empty", {{"body", "is empty"}});
   // Refuse before reading the body when its declared length already does not fit.

@@ -9,12 +9,16 @@
 //  - Quota: backups.quota_bytes and backups.max_per_user per user; exceeding either is 409
 //    `backup_quota_exceeded` (retrying can succeed once backups are deleted), while a single
 //    upload over backups.max_upload_bytes is 413 `payload_too_large` (it never can).
+//  - A device sends at most backups.max_parallel_uploads at once (on one node; 429
+//    `too_many_uploads` beyond), which bounds the temporary blob space one device can hold.
 //  - Someone else's backup (or a missing one) is 404 `not_found`.
 #include <boost/asio/awaitable.hpp>
 
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 
 #include "backups/model.hpp"
 #include "core/principal.hpp"
@@ -31,6 +35,7 @@ struct Options {
   int64_t max_upload_bytes = 100 << 20;
   int64_t quota_bytes = 1LL << 30;
   int64_t max_per_user = 1000;
+  int64_t max_parallel_uploads = 2;  // per device, on one node
   static Options from(const config::Config& c);
 };
 
@@ -68,9 +73,13 @@ class Service {
   Status check_quota(const Usage& u, int64_t extra) const;
   // Inserts the row in a transaction that re-checks the quota under a per-user lock.
   asio::awaitable<Status> insert_within_quota(const Backup& b);
+  // A hold on one of the device's parallel upload slots (released when dropped), or nullptr.
+  std::shared_ptr<void> take_upload_slot(const std::string& device_id);
 
   platform::Services& s_;
   Options opts_;
+  std::mutex mu_;
+  std::unordered_map<std::string, int64_t> uploading_;  // device id → uploads in progress
 };
 
 }  // namespace harmar::backups

@@ -11,6 +11,7 @@ import socket
 
 import pytest
 
+from harness import wait_until
 from queue_support import User, backend_args, bearer
 
 BACKENDS = ["sqlite", "postgres"]
@@ -231,3 +232,25 @@ def test_a_100_mb_upload_streams_with_flat_server_memory(harmar):
     peak_after_download = rss_kib(pid, "VmHWM")  # the peak across upload and download
     print(f"peak after the 100 MB download {peak_after_download} KiB: +{(peak_after_download - before) / 1024:.1f} MiB")
     assert (peak_after_download - before) / 1024 < 16
+
+
+def test_a_device_sends_a_bounded_number_of_uploads_at_once(harmar):
+    h = harmar("--set", "backups.max_parallel_uploads=1")
+    user = User(h)
+    dev = user.register_device()
+    held = socket.create_connection(("127.0.0.1", h.port))
+    held.sendall(f"POST /v1/config/backup HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {dev.key}\r\n"
+                 f"Content-Length: 20\r\n\r\n0123456789".encode())  # half the body: its handler waits
+
+    def refused():
+        status, headers, body = upload(dev, b"another")
+        return status == 429 and b"too_many_uploads" in body and headers.get("retry-after") == "1"
+
+    wait_until(refused, what="a second upload from the device refused while the first is in progress")
+    held.sendall(b"abcdefghij")
+    r = http.client.HTTPResponse(held)
+    r.begin()
+    first = json.loads(r.read())
+    held.close()
+    assert r.status == 201 and first["size"] == 20
+    created(dev, b"the slot is free again")
