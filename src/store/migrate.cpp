@@ -20,6 +20,14 @@ constexpr std::string_view kCreateTable =
     " name TEXT NOT NULL,"
     " applied_at BIGINT NOT NULL,"
     " PRIMARY KEY (module, version))";
+// MariaDB/MySQL cannot key a TEXT column.
+constexpr std::string_view kCreateTableMysql =
+    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+    " module VARCHAR(128) NOT NULL,"
+    " version INTEGER NOT NULL,"
+    " name TEXT NOT NULL,"
+    " applied_at BIGINT NOT NULL,"
+    " PRIMARY KEY (module, version))";
 
 std::shared_ptr<spdlog::logger> logger() { return log::get("store"); }
 
@@ -41,7 +49,14 @@ Status check_steps(const ModuleMigrations& m) {
 }
 
 asio::awaitable<Status> lock_migrations(Database& db, Transaction& tx) {
-  if (db.backend() != Backend::Postgres) co_return Status{};  // BEGIN IMMEDIATE already serialises
+  if (db.backend() == Backend::Sqlite) co_return Status{};  // BEGIN IMMEDIATE already serialises
+  if (db.backend() == Backend::Mysql) {
+    // A named lock, which the MariaDB backend releases when the transaction ends.
+    auto r = co_await tx.query("SELECT GET_LOCK('harmar_schema_migrations', 60)", {});
+    if (!r) co_return std::move(r).error();
+    if (r->empty() || r->front().integer(0) != 1) co_return Error::unavailable("another process holds the migration lock");
+    co_return Status{};
+  }
   auto r = co_await tx.query("SELECT pg_advisory_xact_lock($1)", {kMigrationLockKey});
   if (!r) co_return std::move(r).error();
   co_return Status{};
@@ -57,7 +72,8 @@ asio::awaitable<Status> ensure_table(Database& db) {
   auto tx = co_await db.begin();
   if (!tx) co_return std::move(tx).error();
   if (auto s = co_await lock_migrations(db, **tx); !s) co_return s;
-  if (auto s = co_await (*tx)->exec_script(kCreateTable); !s) co_return s;
+  auto create = db.backend() == Backend::Mysql ? kCreateTableMysql : kCreateTable;
+  if (auto s = co_await (*tx)->exec_script(create); !s) co_return s;
   co_return co_await (*tx)->commit();
 }
 
@@ -73,7 +89,12 @@ asio::awaitable<Result<bool>> apply_step(Database& db, const std::string& module
     (void)co_await t.rollback();
     co_return false;
   }
-  const std::string& sql = db.backend() == Backend::Sqlite ? step.sqlite : step.postgres;
+  const std::string& sql = db.backend() == Backend::Sqlite     ? step.sqlite
+                           : db.backend() == Backend::Postgres ? step.postgres
+                                                               : step.mysql;
+  if (db.backend() == Backend::Mysql && detail::is_blank_sql(sql) &&
+      !(detail::is_blank_sql(step.sqlite) && detail::is_blank_sql(step.postgres)))
+    co_return Error::internal("module '" + module + "' has no MariaDB/MySQL schema");
   if (!detail::is_blank_sql(sql)) {
     if (auto s = co_await t.exec_script(sql); !s) co_return std::move(s).error();
   }

@@ -132,9 +132,16 @@ Result<std::unique_ptr<Database>> Database::open(const std::string& url, const O
     return detail::open_sqlite(path, opts);
   }
   if (u.starts_with("postgres://") || u.starts_with("postgresql://")) return detail::open_postgres(url, opts);
+  if (u.starts_with("mysql://") || u.starts_with("mariadb://")) {
+#ifdef HARMAR_STORE_HAS_MYSQL
+    return detail::open_mysql(url, opts);
+#else
+    return Error::bad_request("invalid_database_url", "this harmar was built without MariaDB/MySQL (libmariadb-dev)");
+#endif
+  }
   return Error::bad_request("invalid_database_url",
                             "unsupported database URL '" + detail::redact_url(url) +
-                                "': expected sqlite://PATH or postgres://USER@HOST:PORT/DB");
+                                "': expected sqlite://PATH, postgres://USER@HOST:PORT/DB or mysql://USER@HOST:PORT/DB");
 }
 
 namespace detail {

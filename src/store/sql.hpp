@@ -1,7 +1,9 @@
 #pragma once
-// One async SQL interface, two backends chosen by URL:
+// One async SQL interface, backends chosen by URL:
 //   sqlite://./data/harmar.db   embedded (WAL); statements run on the blocking pool
 //   postgres://user@host:port/db  libpq in non-blocking mode; a pool of connections per worker
+//   mysql://user:pw@host:port/db  MariaDB/MySQL (libmariadb); a shared pool, statements on the
+//                                 blocking pool (see mysql.cpp for what differs there)
 //
 // SQL is written once with $1..$N placeholders; the SQLite backend maps them to ?N. Schema DDL
 // differs per backend and lives in per-backend migrations (see Migration below).
@@ -147,7 +149,7 @@ class Rows {
   int64_t affected_ = 0;
 };
 
-enum class Backend { Sqlite, Postgres };
+enum class Backend { Sqlite, Postgres, Mysql };
 
 // Errors from the store carry these codes:
 //   "conflict" (409)     a unique or exclusion constraint was violated
@@ -208,6 +210,7 @@ class Database : public Querier {
   // Opens (and for SQLite creates, with its directory) the database at `url`:
   //   sqlite://./data/harmar.db   sqlite:///abs/path.db   sqlite://:memory: (tests; no readers)
   //   postgres://… or postgresql://… (a libpq URI, e.g. ?options=-csearch_path%3Dmyschema)
+  //   mysql://… or mariadb://… (user:password@host:port/db, ?socket=PATH)
   // SQLite files are opened here, synchronously: call open() at startup, not from a request
   // (and destroy the Database at shutdown: closing the last SQLite connection checkpoints).
   // PostgreSQL connects lazily, per event loop, on first use; a loop's connections close when
@@ -246,6 +249,7 @@ struct Migration {
   std::string name;
   std::string sqlite;    // may hold several statements
   std::string postgres;
+  std::string mysql;     // MariaDB/MySQL; a step with SQL for the others but none here is refused there
 };
 
 struct ModuleMigrations {

@@ -36,5 +36,6 @@ Error finished_transaction_error();
 // Backend factories; Database::open() picks one by URL scheme.
 Result<std::unique_ptr<Database>> open_sqlite(const std::string& path, const Database::Options& opts);
 Result<std::unique_ptr<Database>> open_postgres(const std::string& url, const Database::Options& opts);
+Result<std::unique_ptr<Database>> open_mysql(const std::string& url, const Database::Options& opts);
 
 }  // namespace harmar::store::detail

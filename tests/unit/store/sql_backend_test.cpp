@@ -1,5 +1,5 @@
-// One suite, two backends: every behaviour the store promises in sql.hpp, checked against SQLite
-// and PostgreSQL alike.
+// One suite, three backends: every behaviour the store promises in sql.hpp, checked against
+// SQLite, PostgreSQL and MariaDB alike.
 #include <atomic>
 #include <cstdint>
 #include <limits>
@@ -16,7 +16,8 @@ class SqlBackend : public BackendTest {
   asio::awaitable<Status> create_items(Database& db) {
     co_return co_await db.exec_script(
         pick("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, qty INTEGER NOT NULL DEFAULT 0)",
-             "CREATE TABLE items (id BIGINT PRIMARY KEY, name TEXT NOT NULL UNIQUE, qty BIGINT NOT NULL DEFAULT 0)"));
+             "CREATE TABLE items (id BIGINT PRIMARY KEY, name TEXT NOT NULL UNIQUE, qty BIGINT NOT NULL DEFAULT 0)",
+             "CREATE TABLE items (id BIGINT PRIMARY KEY, name VARCHAR(100) NOT NULL UNIQUE, qty BIGINT NOT NULL DEFAULT 0)"));
   }
   asio::awaitable<int64_t> count_items(Querier& q) {
     auto rows = co_await q.query("SELECT COUNT(*) FROM items", {});
@@ -31,7 +32,8 @@ TEST_P(SqlBackend, values_of_every_type_round_trip) {
   run([&]() -> asio::awaitable<void> {
     SQL_CO_ASSERT_OK(co_await db_->exec_script(pick(
         "CREATE TABLE v (id INTEGER PRIMARY KEY, i INTEGER, r REAL, b BOOLEAN, s TEXT, y BLOB)",
-        "CREATE TABLE v (id BIGINT PRIMARY KEY, i BIGINT, r DOUBLE PRECISION, b BOOLEAN, s TEXT, y BYTEA)")));
+        "CREATE TABLE v (id BIGINT PRIMARY KEY, i BIGINT, r DOUBLE PRECISION, b BOOLEAN, s TEXT, y BYTEA)",
+        "CREATE TABLE v (id BIGINT PRIMARY KEY, i BIGINT, r DOUBLE, b BOOLEAN, s LONGTEXT, y LONGBLOB)")));
     const char* insert = "INSERT INTO v (id, i, r, b, s, y) VALUES ($1, $2, $3, $4, $5, $6)";
     SQL_CO_ASSERT_OK(co_await db_->exec(insert, {int64_t{1}, nullptr, nullptr, nullptr, nullptr, nullptr}));
     SQL_CO_ASSERT_OK(co_await db_->exec(insert, {int64_t{2}, std::numeric_limits<int64_t>::min(),
@@ -229,7 +231,10 @@ TEST_P(SqlBackend, a_unique_violation_is_a_conflict_without_sql_details) {
       EXPECT_EQ(r->error().detail.find("UNIQUE"), std::string::npos) << r->error().detail;
       EXPECT_EQ(r->error().detail.find("duplicate"), std::string::npos) << r->error().detail;
     }
-    SQL_CO_ASSIGN_OK(ignored, co_await db_->exec("INSERT INTO items (id, name) VALUES (3, 'a') ON CONFLICT DO NOTHING", {}));
+    SQL_CO_ASSIGN_OK(ignored, co_await db_->exec(pick("INSERT INTO items (id, name) VALUES (3, 'a') ON CONFLICT DO NOTHING",
+                                                      "INSERT INTO items (id, name) VALUES (3, 'a') ON CONFLICT DO NOTHING",
+                                                      "INSERT IGNORE INTO items (id, name) VALUES (3, 'a')"),
+                                                 {}));
     EXPECT_EQ(ignored, 0);
   }());
 }
@@ -249,7 +254,7 @@ TEST_P(SqlBackend, foreign_keys_are_enforced) {
   run([&]() -> asio::awaitable<void> {
     SQL_CO_ASSERT_OK(co_await db_->exec_script(
         "CREATE TABLE parent (id INTEGER PRIMARY KEY);"
-        "CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER NOT NULL REFERENCES parent (id));"));
+        "CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER NOT NULL, FOREIGN KEY (parent_id) REFERENCES parent (id));"));
     auto orphan = co_await db_->exec("INSERT INTO child (id, parent_id) VALUES (1, 42)", {});
     EXPECT_FALSE(orphan.ok());
     if (!orphan.ok()) { EXPECT_EQ(orphan.error().code, "internal"); }
@@ -349,7 +354,8 @@ TEST_P(SqlBackend, concurrent_transactions_on_several_threads_lose_no_updates) {
     SQL_CO_ASSERT_OK(co_await db_->exec_script("CREATE TABLE counter (id INTEGER PRIMARY KEY, n BIGINT NOT NULL);"
                                                "INSERT INTO counter (id, n) VALUES (1, 0);"));
   }());
-  const std::string select = pick("SELECT n FROM counter WHERE id = 1", "SELECT n FROM counter WHERE id = 1 FOR UPDATE");
+  const std::string select = pick("SELECT n FROM counter WHERE id = 1", "SELECT n FROM counter WHERE id = 1 FOR UPDATE",
+                                  "SELECT n FROM counter WHERE id = 1 FOR UPDATE");
   std::atomic<int> committed{0};
   std::atomic<int> failures{0};
   auto increment = [&]() -> asio::awaitable<void> {
@@ -413,10 +419,11 @@ TEST_P(SqlBackend, more_distinct_statements_than_the_cache_holds_still_work) {
 TEST_P(SqlBackend, ping_and_describe) {
   run([&]() -> asio::awaitable<void> { SQL_CO_ASSERT_OK(co_await db_->ping()); }());
   EXPECT_EQ(db_->backend(), GetParam());
-  EXPECT_EQ(db_->describe().rfind(pg() ? "postgres" : "sqlite://", 0), 0u) << db_->describe();
+  EXPECT_EQ(db_->describe().rfind(pg() ? "postgres" : mysql() ? "mysql://" : "sqlite://", 0), 0u) << db_->describe();
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, SqlBackend, ::testing::Values(Backend::Sqlite, Backend::Postgres), param_name);
+INSTANTIATE_TEST_SUITE_P(Backends, SqlBackend, ::testing::Values(Backend::Sqlite, Backend::Postgres, Backend::Mysql),
+                         param_name);
 
 }  // namespace
 }  // namespace harmar::store::sqltest

@@ -1,5 +1,5 @@
 // migrate(): each step once, in order, in its own transaction; refuses a newer schema; safe
-// when two processes migrate at once. Runs against both backends.
+// when two processes migrate at once. Runs against SQLite, PostgreSQL and MariaDB.
 #include <thread>
 
 #include "sql_test_support.hpp"
@@ -25,10 +25,12 @@ class SqlMigrate : public BackendTest {
                        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL);"
                        "CREATE INDEX notes_body ON notes (body);",
                        "CREATE TABLE notes (id BIGSERIAL PRIMARY KEY, body TEXT NOT NULL);"
+                       "CREATE INDEX notes_body ON notes (body);",
+                       "CREATE TABLE notes (id BIGINT AUTO_INCREMENT PRIMARY KEY, body VARCHAR(200) NOT NULL);"
                        "CREATE INDEX notes_body ON notes (body);"});
     for (int v = 2; v <= steps; ++v) {
       std::string insert = "INSERT INTO notes (body) VALUES ('step " + std::to_string(v) + "');";
-      m.steps.push_back({v, "seed " + std::to_string(v), insert, insert});
+      m.steps.push_back({v, "seed " + std::to_string(v), insert, insert, insert});
     }
     return m;
   }
@@ -69,8 +71,10 @@ TEST_P(SqlMigrate, a_new_step_applies_alone) {
 }
 
 TEST_P(SqlMigrate, modules_are_versioned_independently) {
-  ModuleMigrations other{"other", {{1, "t", "CREATE TABLE other_t (x INTEGER);", "CREATE TABLE other_t (x INTEGER);"},
-                                   {2, "postgres only", "", "ALTER TABLE other_t ADD COLUMN y INTEGER;"}}};
+  ModuleMigrations other{"other", {{1, "t", "CREATE TABLE other_t (x INTEGER);", "CREATE TABLE other_t (x INTEGER);",
+                                    "CREATE TABLE other_t (x INTEGER);"},
+                                   {2, "not on sqlite", "", "ALTER TABLE other_t ADD COLUMN y INTEGER;",
+                                    "ALTER TABLE other_t ADD COLUMN y INTEGER;"}}};
   run([&]() -> asio::awaitable<void> {
     SQL_CO_ASSERT_OK(co_await migrate(*db_, mods(notes(3), other)));
     EXPECT_EQ(co_await scalar(*db_, "SELECT MAX(version) FROM schema_migrations WHERE module = 'notes'"), 3);
@@ -99,7 +103,8 @@ TEST_P(SqlMigrate, a_failing_step_leaves_no_trace) {
   ModuleMigrations m = notes(2);
   m.steps.push_back({3, "broken",
                      "CREATE TABLE half_done (x INTEGER); INSERT INTO no_such_table VALUES (1);",
-                     "CREATE TABLE half_done (x INTEGER); INSERT INTO no_such_table VALUES (1);"});
+                     "CREATE TABLE half_done (x INTEGER); INSERT INTO no_such_table VALUES (1);",
+                     "INSERT INTO notes (body) VALUES ('half'); INSERT INTO no_such_table VALUES (1);"});
   run([&]() -> asio::awaitable<void> {
     auto failed = co_await migrate(*db_, mods(m));
     EXPECT_FALSE(failed.ok());
@@ -108,6 +113,12 @@ TEST_P(SqlMigrate, a_failing_step_leaves_no_trace) {
       EXPECT_NE(failed.error().detail.find("notes version 3"), std::string::npos) << failed.error().detail;
     }
     EXPECT_EQ(co_await scalar(*db_, "SELECT MAX(version) FROM schema_migrations"), 2) << "steps before it stay applied";
+    if (mysql()) {
+      // MariaDB commits DDL implicitly, so only a step without DDL is atomic there.
+      EXPECT_EQ(co_await scalar(*db_, "SELECT COUNT(*) FROM notes WHERE body = 'half'"), 0)
+          << "the failed step's first statement was rolled back with it";
+      co_return;
+    }
     auto half = co_await db_->query("SELECT COUNT(*) FROM half_done", {});
     EXPECT_FALSE(half.ok()) << "the failed step's first statement was rolled back with it";
   }());
@@ -139,7 +150,21 @@ TEST_P(SqlMigrate, concurrent_migrations_apply_each_step_once) {
   }());
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, SqlMigrate, ::testing::Values(Backend::Sqlite, Backend::Postgres), param_name);
+// MariaDB refuses a module that has SQL for the others but none for it, naming the module, rather
+// than recording a step it never ran.
+TEST_P(SqlMigrate, a_module_without_a_mariadb_schema_is_refused_there_by_name) {
+  if (!mysql()) GTEST_SKIP() << "MariaDB only";
+  ModuleMigrations m{"legacy", {{1, "t", "CREATE TABLE legacy_t (x INTEGER);", "CREATE TABLE legacy_t (x INTEGER);"}}};
+  run([&]() -> asio::awaitable<void> {
+    auto r = co_await migrate(*db_, mods(m));
+    EXPECT_FALSE(r.ok());
+    if (!r.ok()) { EXPECT_NE(r.error().detail.find("'legacy' has no MariaDB/MySQL schema"), std::string::npos) << r.error().detail; }
+    EXPECT_EQ(co_await scalar(*db_, "SELECT COUNT(*) FROM schema_migrations WHERE module = 'legacy'"), 0);
+  }());
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, SqlMigrate, ::testing::Values(Backend::Sqlite, Backend::Postgres, Backend::Mysql),
+                         param_name);
 
 }  // namespace
 }  // namespace harmar::store::sqltest

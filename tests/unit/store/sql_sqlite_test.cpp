@@ -87,7 +87,7 @@ TEST(SqlSqlite, an_in_memory_database_serves_reads_writes_and_transactions) {
 TEST(SqlSqlite, urls_without_a_path_or_with_an_unknown_scheme_are_refused) {
   auto empty = Database::open("sqlite://");
   EXPECT_FALSE(empty.ok());
-  auto unknown = Database::open("mysql://root@localhost/db");
+  auto unknown = Database::open("mongodb://root@localhost/db");
   EXPECT_FALSE(unknown.ok());
   if (!unknown.ok()) { EXPECT_EQ(unknown.error().code, "invalid_database_url"); }
   auto unwritable = Database::open("sqlite:///proc/no/such/dir/x.db");

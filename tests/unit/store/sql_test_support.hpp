@@ -22,8 +22,11 @@
 #include "support/test_support.hpp"
 
 namespace harmar::store {
-// Names the backend in gtest output and test names ("…/Sqlite", "…/Postgres").
-inline void PrintTo(Backend b, std::ostream* os) { *os << (b == Backend::Sqlite ? "Sqlite" : "Postgres"); }
+inline const char* backend_name(Backend b) {
+  return b == Backend::Sqlite ? "Sqlite" : b == Backend::Postgres ? "Postgres" : "Mariadb";
+}
+// Names the backend in gtest output and test names ("…/Sqlite", "…/Postgres", "…/Mariadb").
+inline void PrintTo(Backend b, std::ostream* os) { *os << backend_name(b); }
 }  // namespace harmar::store
 
 namespace harmar::store::sqltest {
@@ -51,8 +54,6 @@ namespace asio = boost::asio;
   }                                                                                              \
   auto& var = *var##_result_
 
-inline const char* backend_name(Backend b) { return b == Backend::Sqlite ? "Sqlite" : "Postgres"; }
-
 // A name for the running test usable as a file name or a PostgreSQL schema (<= 63 bytes).
 inline std::string test_slug() {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
@@ -63,9 +64,23 @@ inline std::string test_slug() {
   return "t_" + out;
 }
 
-// A URL of an empty database of backend `b`: a new SQLite file, or a new PostgreSQL schema.
+// A new, empty MariaDB database `name` on HARMAR_TEST_MARIADB_URL's server, and its URL.
+inline std::string fresh_mariadb_url(const std::string& name) {
+  std::string base = harmar::testing::require_env("HARMAR_TEST_MARIADB_URL");
+  auto db = Database::open(base);
+  if (!db.ok()) throw std::runtime_error("cannot open " + base + ": " + db.error().detail);
+  std::string script = "DROP DATABASE IF EXISTS \"" + name + "\"; CREATE DATABASE \"" + name +
+                       "\" DEFAULT CHARSET utf8mb4 COLLATE utf8mb4_nopad_bin";
+  auto st = harmar::testing::run((*db)->exec_script(script));
+  if (!st.ok()) throw std::runtime_error("cannot create database " + name + ": " + st.error().detail);
+  return base.substr(0, base.rfind('/') + 1) + name;
+}
+
+// A URL of an empty database of backend `b`: a new SQLite file, a new PostgreSQL schema or a new
+// MariaDB database.
 inline std::string fresh_url(Backend b) {
   if (b == Backend::Postgres) return harmar::testing::fresh_pg_schema_url(test_slug());
+  if (b == Backend::Mysql) return fresh_mariadb_url(test_slug());
   std::string path = harmar::testing::temp_dir() + "/" + test_slug() + ".db";
   for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path + suffix);  // --gtest_repeat
   return "sqlite://" + path;
@@ -110,8 +125,13 @@ class BackendTest : public ::testing::TestWithParam<Backend> {
 
   std::unique_ptr<Database> open(const Database::Options& opts = {}) const { return open_or_fail(url_, opts); }
   bool pg() const { return GetParam() == Backend::Postgres; }
-  // The DDL (or other backend-specific SQL) for the backend under test.
+  bool mysql() const { return GetParam() == Backend::Mysql; }
+  // The DDL (or other backend-specific SQL) for the backend under test; MariaDB takes the SQLite
+  // form unless it has its own.
   std::string pick(std::string sqlite, std::string postgres) const { return pg() ? postgres : sqlite; }
+  std::string pick(std::string sqlite, std::string postgres, std::string mysql) const {
+    return pg() ? postgres : this->mysql() ? mysql : sqlite;
+  }
 
   std::string url_;
   std::unique_ptr<Database> db_;
