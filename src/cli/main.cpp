@@ -29,7 +29,7 @@ struct ConfigFlags {
     key("--listen", "listen", "HOST:PORT to listen on (default 127.0.0.1:8080)");
     key("--workers", "workers", "event-loop threads (default: one per core)");
     key("--data-dir", "data_dir", "directory for embedded state (default ./data)");
-    key("--db", "db", "database URL: sqlite://PATH or postgres://...");
+    key("--db", "db", "database URL: sqlite://PATH, postgres://... or mysql://... (MariaDB: harmar collections only)");
     key("--redis", "redis", "redis://HOST:PORT for multi-node pub/sub and kv");
     key("--blobs", "blobs", "blob storage URL (default DATA_DIR/blobs)");
     key("--tls-cert", "tls.cert", "PEM certificate chain: serve HTTPS (h2 + http/1.1)");
@@ -164,13 +164,13 @@ int main(int argc, char** argv) {
   if (*apply) {
     auto cfg = apply_flags.load();
     if (!cfg) return 2;
-    if (int rc = harmar::server::migrate(*cfg); rc != 0) return rc;
+    if (int rc = harmar::server::migrate(*cfg, {"data"}); rc != 0) return rc;
     return harmar::data::cli_apply(*cfg, collections_file, apply_dry_run, apply_prune);
   }
   if (*rollback) {
     auto cfg = rollback_flags.load();
     if (!cfg) return 2;
-    if (int rc = harmar::server::migrate(*cfg); rc != 0) return rc;
+    if (int rc = harmar::server::migrate(*cfg, {"data"}); rc != 0) return rc;
     return harmar::data::cli_rollback(*cfg, rollback_dry_run);
   }
   if (*check) {

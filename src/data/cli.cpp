@@ -6,9 +6,6 @@
 //       fields:
 //         - {name: title, type: text, required: true}
 //       rules: {list: "owner = @request.auth.id", view: "owner = @request.auth.id"}
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/use_future.hpp>
 #include <boost/json.hpp>
 
 #include <fstream>
@@ -20,29 +17,11 @@
 #include "core/json.hpp"
 #include "data/collections.hpp"
 #include "data/data.hpp"
+#include "platform/run.hpp"
 
 namespace harmar::data {
 
 namespace {
-
-std::string database_url(const config::Config& cfg) {
-  std::string url = cfg.get_string("db");
-  if (url.empty()) url = "sqlite://" + cfg.get_string("data_dir") + "/harmar.db";
-  return url;
-}
-
-template <class T>
-asio::awaitable<std::optional<T>> as_optional(asio::awaitable<T> aw) {
-  co_return co_await std::move(aw);
-}
-
-template <class T>
-T run_to_end(asio::awaitable<T> aw) {
-  asio::io_context ioc;
-  auto fut = asio::co_spawn(ioc, as_optional(std::move(aw)), asio::use_future);
-  ioc.run();
-  return std::move(*fut.get());
-}
 
 int fail(const std::string& what, const Error& e) {
   std::cerr << "harmar: " << what << ": " << e.detail << "\n";
@@ -138,12 +117,12 @@ asio::awaitable<Result<Plan>> rollback(store::Database& db, store::PubSub* pubsu
 int cli_apply(const config::Config& cfg, const std::string& file, bool dry_run, bool prune) {
   auto desired = read_file(file);
   if (!desired) return fail("invalid collections file", desired.error());
-  auto db = store::Database::open(database_url(cfg));
+  auto db = store::Database::open(platform::database_url(cfg));
   if (!db) return fail("cannot open the database", db.error());
   auto pubsub = store::PubSub::open(cfg.get_string("redis"));  // tells running nodes to reload
   int rc = 0;
   {
-    auto plan = run_to_end(apply_file(**db, pubsub ? pubsub->get() : nullptr, std::move(*desired), "cli:" + file, dry_run, prune));
+    auto plan = platform::run_sync(apply_file(**db, pubsub ? pubsub->get() : nullptr, std::move(*desired), "cli:" + file, dry_run, prune));
     if (!plan) rc = fail("cannot apply " + file, plan.error());
     else print_plan(*plan, dry_run);
   }
@@ -154,12 +133,12 @@ int cli_apply(const config::Config& cfg, const std::string& file, bool dry_run, 
 }
 
 int cli_rollback(const config::Config& cfg, bool dry_run) {
-  auto db = store::Database::open(database_url(cfg));
+  auto db = store::Database::open(platform::database_url(cfg));
   if (!db) return fail("cannot open the database", db.error());
   auto pubsub = store::PubSub::open(cfg.get_string("redis"));
   int rc = 0;
   {
-    auto plan = run_to_end(rollback(**db, pubsub ? pubsub->get() : nullptr, dry_run));
+    auto plan = platform::run_sync(rollback(**db, pubsub ? pubsub->get() : nullptr, dry_run));
     if (!plan) {
       rc = fail("cannot roll back", plan.error());
     } else {

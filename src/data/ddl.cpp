@@ -106,7 +106,8 @@ std::string create_table(const Collection& c, Dialect d) {
     for (const auto& f : c.fields) sql += ", " + quote_ident(f.name) + " " + column_type(f.type, d);
   }
   sql += ")";
-  if (d == Dialect::Mysql) sql += " DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
+  // NO PAD: "a" and "a " differ, as they do on SQLite and PostgreSQL.
+  if (d == Dialect::Mysql) sql += " DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin";
   return sql;
 }
 

@@ -7,7 +7,7 @@
 // `version` (starts at 1, +1 per write). A table collection adds one column per field:
 //
 //   field      SQLite    PostgreSQL          MariaDB/MySQL
-//   text       TEXT      TEXT COLLATE "C"    LONGTEXT (utf8mb4_bin)
+//   text       TEXT      TEXT COLLATE "C"    LONGTEXT (utf8mb4_nopad_bin)
 //   number     REAL      DOUBLE PRECISION    DOUBLE
 //   bool       INTEGER   BOOLEAN             BOOLEAN
 //   datetime   INTEGER   BIGINT              BIGINT      (Unix ms)

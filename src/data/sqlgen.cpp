@@ -13,9 +13,7 @@ Dialect dialect_of(const store::Database& db) {
   switch (db.backend()) {
     case store::Backend::Sqlite: return Dialect::Sqlite;
     case store::Backend::Postgres: return Dialect::Postgres;
-#ifdef HARMAR_STORE_HAS_MYSQL
     case store::Backend::Mysql: return Dialect::Mysql;
-#endif
   }
   return Dialect::Sqlite;
 }
@@ -164,7 +162,9 @@ class Compiler {
         std::string type = "JSON_TYPE(" + extract + ")";
         if (k == Value::Kind::String) {
           s.guard = type + " = 'STRING'";
-          s.expr = "JSON_UNQUOTE(" + extract + ")";
+          // JSON functions answer in utf8mb4_bin (PAD SPACE); compare without padding, as the
+          // text columns (utf8mb4_nopad_bin) and the other backends do.
+          s.expr = "(JSON_UNQUOTE(" + extract + ") COLLATE utf8mb4_nopad_bin)";
         } else if (k == Value::Kind::Number) {
           s.guard = type + " IN ('INTEGER', 'DOUBLE', 'UNSIGNED INTEGER')";
           s.expr = "(" + extract + " + 0e0)";

@@ -9,6 +9,9 @@
 
 #include <boost/asio/executor_work_guard.hpp>
 
+#include <fmt/format.h>
+
+#include <algorithm>
 #include <filesystem>
 #include <thread>
 #include <fstream>
@@ -45,6 +48,28 @@ std::vector<store::ModuleMigrations> all_migrations() {
   for (auto& m : all_modules())
     if (!m.migrations.empty()) out.push_back({m.name, std::move(m.migrations)});
   return out;
+}
+
+// MariaDB/MySQL carries only the modules that wrote a schema for it (the data module, today):
+// serve and migrate refuse it up front, naming the others, rather than stop halfway through the
+// migrations.
+Status check_backend_support(const store::Database& db, const std::vector<store::ModuleMigrations>& modules) {
+  if (db.backend() != store::Backend::Mysql) return {};
+  std::vector<std::string> missing;
+  for (const auto& m : modules) {
+    for (const auto& step : m.steps) {
+      if (step.mysql.empty() && !(step.sqlite.empty() && step.postgres.empty())) {
+        missing.push_back(m.module);
+        break;
+      }
+    }
+  }
+  if (missing.empty()) return {};
+  return Error::bad_request(
+      "unsupported_database",
+      fmt::format("harmar does not serve on MariaDB/MySQL: the modules {} have no MariaDB schema (only the data "
+                  "module has one, for `harmar collections` with --db mysql://…); use sqlite:// or postgres://",
+                  fmt::join(missing, ", ")));
 }
 
 bool write_port_file(const std::string& path, uint16_t port) {
@@ -101,6 +126,10 @@ int serve(const config::Config& cfg, const RunOptions& run) {
     return 1;
   }
   Storage& st = *storage;
+  if (auto supported = check_backend_support(*st.db, all_migrations()); !supported.ok()) {
+    logger->critical(log::fields({{"msg", "unsupported database"}, {"error", supported.error().detail}}));
+    return 1;
+  }
   auto migrated = platform::run_sync(control, store::migrate(*st.db, all_migrations()));
   if (!migrated.ok()) {
     logger->critical(log::fields({{"msg", "migrations failed"}, {"error", migrated.error().detail}}));
@@ -189,7 +218,7 @@ int serve(const config::Config& cfg, const RunOptions& run) {
   return 0;
 }
 
-int migrate(const config::Config& cfg) {
+int migrate(const config::Config& cfg, const std::vector<std::string>& only) {
   log::init(log_options(cfg));
   auto logger = log::get("server");
   asio::io_context control;
@@ -199,7 +228,16 @@ int migrate(const config::Config& cfg) {
     logger->critical(log::fields({{"msg", "cannot open the database"}, {"error", db.error().detail}}));
     return 1;
   }
-  auto migrated = platform::run_sync(control, store::migrate(**db, all_migrations()));
+  auto modules = all_migrations();
+  if (!only.empty())
+    std::erase_if(modules, [&](const store::ModuleMigrations& m) {
+      return std::find(only.begin(), only.end(), m.module) == only.end();
+    });
+  if (auto supported = check_backend_support(**db, modules); !supported.ok()) {
+    logger->critical(log::fields({{"msg", "unsupported database"}, {"error", supported.error().detail}}));
+    return 1;
+  }
+  auto migrated = platform::run_sync(control, store::migrate(**db, modules));
   if (!migrated.ok()) {
     logger->critical(log::fields({{"msg", "migrations failed"}, {"error", migrated.error().detail}}));
     return 1;

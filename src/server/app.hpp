@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/config.hpp"
 #include "core/result.hpp"
@@ -21,6 +22,8 @@ struct RunOptions {
 int serve(const config::Config& cfg, const RunOptions& run);
 
 // Applies pending migrations and exits; a database from a newer harmar is an error.
-int migrate(const config::Config& cfg);
+// `only`: the modules to migrate (all when empty); `harmar collections` needs only "data", which
+// is also the one module with a MariaDB/MySQL schema.
+int migrate(const config::Config& cfg, const std::vector<std::string>& only = {});
 
 }  // namespace harmar::server

@@ -345,3 +345,38 @@ def test_two_nodes_share_records_and_the_cache_follows_writes(harmar):
     wait_until(lambda: n2.get(path).status == 404, timeout=6, what="the delete on the other node")
     metrics = n1.get("/metrics").body.decode()
     assert "harmar_data_cache_hits_total" in metrics
+
+
+def fresh_mariadb_url():
+    base = require_env("HARMAR_TEST_MARIADB_URL")
+    u = urllib.parse.urlparse(base)
+    name = "it_" + uuid.uuid4().hex[:16]
+    subprocess.run(["mariadb", "--no-defaults", "-h", u.hostname, "-P", str(u.port), "-u", u.username,
+                    "-e", f"CREATE DATABASE {name}"], check=True, capture_output=True)
+    return base.rsplit("/", 1)[0] + "/" + name, u, name
+
+
+def test_on_mariadb_collections_apply_makes_real_tables_and_serve_refuses_naming_the_modules(tmp_path):
+    url, u, name = fresh_mariadb_url()
+    spec = tmp_path / "collections.yaml"
+    spec.write_text("collections:\n  - name: tasks\n    fields:\n      - {name: title, type: text, required: true}\n"
+                    "    indexes: [[title]]\n")
+    common = ["--db", url, "--data-dir", str(tmp_path / "data"), "--log-level", "warn"]
+    out = subprocess.run([harmar_bin(), "collections", "apply", str(spec), *common], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and "+ collection tasks" in out.stdout, out.stdout + out.stderr
+    tables = subprocess.run(["mariadb", "--no-defaults", "-h", u.hostname, "-P", str(u.port), "-u", u.username,
+                             "-N", "-e", "SHOW TABLES", name], check=True, capture_output=True, text=True).stdout.split()
+    assert "data_collections" in tables and any("tasks" in t for t in tables), tables
+    again = subprocess.run([harmar_bin(), "collections", "apply", str(spec), *common], capture_output=True, text=True,
+                           timeout=60)
+    assert again.returncode == 0 and "nothing to change" in again.stdout, again.stdout + again.stderr
+    # serve needs every module; those without a MariaDB schema are named, nothing is half-migrated.
+    serve = subprocess.run([harmar_bin(), "serve", "--listen", "127.0.0.1:0", *common], capture_output=True,
+                           text=True, timeout=60)
+    assert serve.returncode == 1
+    assert "does not serve on MariaDB/MySQL" in serve.stderr + serve.stdout and "auth" in serve.stderr + serve.stdout
+    after = subprocess.run(["mariadb", "--no-defaults", "-h", u.hostname, "-P", str(u.port), "-u", u.username,
+                            "-N", "-e", "SELECT DISTINCT module FROM schema_migrations", name],
+                           check=True, capture_output=True, text=True).stdout.split()
+    assert after == ["data"], after

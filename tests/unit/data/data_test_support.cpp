@@ -4,11 +4,17 @@
 
 namespace harmar::data::testing_support {
 
-#ifndef HARMAR_TEST_WITH_MARIADB
-std::string fresh_mariadb_url(const std::string&) {
-  ADD_FAILURE() << "this build has no MariaDB support";
-  throw std::runtime_error("no MariaDB support");
+std::string fresh_mariadb_url(const std::string& name) {
+  std::string base = harmar::testing::require_env("HARMAR_TEST_MARIADB_URL");
+  auto db = store::Database::open(base);
+  if (!db.ok()) throw std::runtime_error("cannot open " + base + ": " + db.error().detail);
+  std::string script = "DROP DATABASE IF EXISTS \"" + name + "\"; CREATE DATABASE \"" + name +
+                       "\" DEFAULT CHARSET utf8mb4 COLLATE utf8mb4_nopad_bin";
+  auto st = harmar::testing::run((*db)->exec_script(script));
+  if (!st.ok()) throw std::runtime_error("cannot create database " + name + ": " + st.error().detail);
+  db->reset();
+  auto slash = base.rfind('/');
+  return base.substr(0, slash + 1) + name;
 }
-#endif
 
 }  // namespace harmar::data::testing_support

@@ -27,7 +27,7 @@ const std::set<std::string> kWords = {
     // PostgreSQL
     "strpos", "jsonb_typeof", "float8", "text", "jsonb", "boolean",
     // MariaDB / MySQL
-    "LOCATE", "LOWER", "JSON_TYPE", "JSON_EXTRACT", "JSON_UNQUOTE", "COALESCE"};
+    "LOCATE", "LOWER", "JSON_TYPE", "JSON_EXTRACT", "JSON_UNQUOTE", "COALESCE", "utf8mb4_nopad_bin"};
 const std::set<std::string> kLiterals = {"'text'", "'integer'", "'real'", "'true'", "'false'", "'string'",
                                          "'number'", "'boolean'", "'STRING'", "'INTEGER'", "'DOUBLE'",
                                          "'UNSIGNED INTEGER'", "'BOOLEAN'", "'NULL'"};
