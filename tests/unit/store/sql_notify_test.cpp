@@ -1,6 +1,7 @@
-// LISTEN/NOTIFY on both backends: delivery to listeners, silence after a listener goes, bad
-// channels refused, and (PostgreSQL) delivery between two Database objects — two nodes — and a
-// listener that survives the loss of its connection and says it may have missed something.
+// LISTEN/NOTIFY on every backend (in-process on SQLite and MariaDB): delivery to listeners,
+// silence after a listener goes, bad channels refused, and (PostgreSQL) delivery between two
+// Database objects — two nodes — and a listener that survives the loss of its connection and says
+// it may have missed something.
 #include <boost/asio/steady_timer.hpp>
 #include <libpq-fe.h>
 
@@ -99,7 +100,8 @@ TEST_P(SqlNotify, malformed_channels_and_oversized_payloads_are_refused) {
   }());
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, SqlNotify, ::testing::Values(Backend::Sqlite, Backend::Postgres), param_name);
+INSTANTIATE_TEST_SUITE_P(Backends, SqlNotify, ::testing::Values(Backend::Sqlite, Backend::Postgres, Backend::Mysql),
+                         param_name);
 
 TEST(SqlNotifyPostgres, a_notification_reaches_a_listener_of_another_node) {
   std::string url = fresh_url(Backend::Postgres);
