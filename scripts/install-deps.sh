@@ -32,8 +32,8 @@ command -v node >/dev/null && command -v npm >/dev/null || want+=(nodejs npm)
 
 # npm modules, each folder pinned by its package-lock.json and installed into its own
 # node_modules: the test services (tests/services) and, with the bench packages, the queue
-# benchmark's BullMQ (bench/queue) and the realtime benchmark's Socket.IO (bench/ws). `npm ci`
-# runs again only when a lock changed.
+# benchmark's BullMQ (bench/queue), the realtime benchmark's Socket.IO (bench/ws) and the records
+# benchmark's Hono + pg (bench/records). `npm ci` runs again only when a lock changed.
 npm_dir() {
   local dir stamp
   dir="$(cd "$(dirname "$0")/.." && pwd)/$1"
@@ -45,7 +45,7 @@ npm_dir() {
 }
 npm_deps() {
   npm_dir tests/services
-  if [[ "${HARMAR_BENCH_DEPS:-1}" == 1 ]]; then npm_dir bench/queue; npm_dir bench/ws; fi
+  if [[ "${HARMAR_BENCH_DEPS:-1}" == 1 ]]; then npm_dir bench/queue; npm_dir bench/ws; npm_dir bench/records; fi
 }
 
 missing=()
