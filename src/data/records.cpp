@@ -172,9 +172,12 @@ std::string order_by(const std::vector<SortKey>& keys, Dialect d) {
   for (const auto& k : keys) {
     if (!out.empty()) out += ", ";
     out += quote_ident(k.column);
-    // NULLs sort first ascending and last descending, as SQLite and MySQL do by default.
-    if (k.desc) out += d == Dialect::Postgres ? " DESC NULLS LAST" : " DESC";
-    else out += d == Dialect::Postgres ? " ASC NULLS FIRST" : " ASC";
+    // NULLs sort first ascending and last descending, as SQLite and MySQL do by default. The
+    // system fields are never NULL: saying so on PostgreSQL would keep it from walking their
+    // index (a btree is ASC NULLS LAST) and make every page sort the whole table.
+    bool nullable = d == Dialect::Postgres && !is_system_field(k.column);
+    if (k.desc) out += nullable ? " DESC NULLS LAST" : " DESC";
+    else out += nullable ? " ASC NULLS FIRST" : " ASC";
   }
   return out;
 }
