@@ -19,7 +19,7 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
-#include <deque>
+#include <vector>
 
 #include "core/clock.hpp"
 #include "core/log.hpp"
@@ -72,15 +72,19 @@ class WsSession final : public WebSocket, public Connection {
 
   asio::awaitable<std::optional<std::string>> receive() override {
     if (!open_) co_return std::nullopt;
+    // Read in small steps: the read an idle socket keeps pending then holds kReadStep bytes, not
+    // Beast's default of a whole TCP frame (1.5 KiB); client frames are small and rare.
     error_code ec;
-    co_await ws_.async_read(rbuf_, asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) {
-      stop();
-      co_return std::nullopt;
-    }
+    do {
+      co_await ws_.async_read_some(rbuf_, kReadStep, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) {
+        stop();
+        co_return std::nullopt;
+      }
+    } while (!ws_.is_message_done());
     std::string msg = beast::buffers_to_string(rbuf_.data());
     rbuf_.consume(rbuf_.size());
-    if (rbuf_.capacity() > 64 * 1024) rbuf_.shrink_to_fit();
+    if (rbuf_.capacity() > kReadStep) rbuf_.shrink_to_fit();
     co_return msg;
   }
 
@@ -89,13 +93,14 @@ class WsSession final : public WebSocket, public Connection {
     if (queued_ + text.size() > opts_.max_queue_bytes) {
       // The client is not keeping up: drop what waits and end it, rather than buffer without bound.
       queue_.clear();
+      head_ = 0;
       queued_ = 0;
       close(1008, "send queue overflow");
       return false;
     }
     queued_ += text.size();
     queue_.push_back(std::move(text));
-    if (queue_.size() == 1) wake_.cancel();  // else the writer is already awake
+    if (waiting() == 1) wake_.cancel();  // else the writer is already awake
     return true;
   }
 
@@ -124,7 +129,7 @@ class WsSession final : public WebSocket, public Connection {
   // Sends queued messages in order, then the close frame if one was asked for.
   asio::awaitable<void> write_loop() {
     while (open_) {
-      if (queue_.empty() && !closing_) {
+      if (waiting() == 0 && !closing_) {
         batch_left_ = 0;  // an overflow may have dropped the rest of a batch
         cork(false);
         error_code ignored;
@@ -133,15 +138,15 @@ class WsSession final : public WebSocket, public Connection {
         continue;
       }
       error_code ec;
-      if (!queue_.empty()) {
+      if (waiting() > 0) {
         if (batch_left_ == 0) {
           // A batch is what waits now. Only a small one is corked: corked bytes leave in full
           // segments or at uncork, and a large batch meeting a full socket buffer would stall.
-          batch_left_ = queue_.size() > 1 && queued_ <= kCorkBytes ? queue_.size() : 1;
+          batch_left_ = waiting() > 1 && queued_ <= kCorkBytes ? waiting() : 1;
           cork(batch_left_ > 1);
         }
-        std::string msg = std::move(queue_.front());
-        queue_.pop_front();
+        std::string msg = std::move(queue_[head_]);
+        pop_front();
         queued_ -= msg.size();
         ws_.text(true);
         co_await ws_.async_write(asio::buffer(msg), asio::redirect_error(asio::use_awaitable, ec));
@@ -172,6 +177,19 @@ class WsSession final : public WebSocket, public Connection {
     wake_.cancel();
   }
 
+  std::size_t waiting() const { return queue_.size() - head_; }
+  void pop_front() {
+    if (++head_ == queue_.size()) {
+      queue_.clear();
+      head_ = 0;
+      if (queue_.capacity() > 64) std::vector<std::string>().swap(queue_);
+    } else if (head_ >= 64 && head_ * 2 >= queue_.size()) {
+      // Never emptied (a steady stream): drop the written slots so the vector does not grow.
+      queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(head_));
+      head_ = 0;
+    }
+  }
+
   // Holds back partial segments while a batch of frames is written (TCP_CORK); uncorking sends
   // what is held at once.
   void cork(bool on) {
@@ -185,7 +203,10 @@ class WsSession final : public WebSocket, public Connection {
   Worker& w_;
   websocket::stream<Stream> ws_;
   beast::flat_buffer rbuf_;
-  std::deque<std::string> queue_;
+  // Frames [head_, end) wait to be written. A vector rather than a deque: a deque allocates half
+  // a kilobyte as it is constructed, for every socket, idle or not.
+  std::vector<std::string> queue_;
+  std::size_t head_ = 0;
   std::size_t queued_ = 0;
   asio::steady_timer wake_;
   asio::steady_timer done_;
@@ -196,6 +217,7 @@ class WsSession final : public WebSocket, public Connection {
   bool corked_ = false;
   std::size_t batch_left_ = 0;  // frames of the current batch not written yet
   static constexpr std::size_t kCorkBytes = 8 * 1024;
+  static constexpr std::size_t kReadStep = 256;
   uint16_t close_code_ = 1000;
   std::string close_reason_;
 };
