@@ -177,10 +177,9 @@ stop_all() {
     as_pg "$PG_BIN/pg_ctl" -D "$HARMAR_TEST_PG_DIR/data" -m immediate -w -t 30 stop >/dev/null 2>&1 || true
     rm -rf "$HARMAR_TEST_PG_DIR"
   fi
-  if [[ -n ${HARMAR_TEST_REDIS_DIR:-} && -d $HARMAR_TEST_REDIS_DIR ]]; then
-    [[ -f $HARMAR_TEST_REDIS_DIR/redis.pid ]] && kill "$(cat "$HARMAR_TEST_REDIS_DIR/redis.pid")" 2>/dev/null || true
-    rm -rf "$HARMAR_TEST_REDIS_DIR"
-  fi
+  # Waits for redis to exit: removing its dir while it still writes there fails (and, under
+  # set -e, would leave the services after it running).
+  stop_pid_dir "${HARMAR_TEST_REDIS_DIR:-}" redis.pid
   stop_pid_dir "${HARMAR_TEST_SMTP_STATE:-}" smtp.pid
   stop_pid_dir "${HARMAR_TEST_OIDC_DIR:-}" oidc.pid
   stop_pid_dir "${HARMAR_TEST_MARIADB_DIR:-}" mysqld.pid
