@@ -16,11 +16,12 @@ build_pkgs=(
 # Tests: GoogleTest, the real services the integration tests start, and the protocol clients
 # they talk through (curl for HTTP/1.1 and h2, nghttp for h2c, python3-websockets for WebSocket,
 # pytest for the integration suite, promtool to validate /metrics, openssl for test certificates,
-# libFuzzer for the fuzz targets, python3-nacl for the end-to-end encrypted IM test client).
+# libFuzzer for the fuzz targets, python3-nacl for the end-to-end encrypted IM test client,
+# python3-botocore to check S3 signatures in front of s3rver, tests/services/s3_sigv4_gate.py).
 test_pkgs=(
   libgtest-dev libgmock-dev clang libfuzzer-14-dev libclang-rt-14-dev
   postgresql mariadb-server redis-server nghttp2-client python3 python3-pytest python3-websockets prometheus openssl
-  python3-aiosmtpd python3-cryptography python3-nacl
+  python3-aiosmtpd python3-cryptography python3-nacl python3-botocore
 )
 # Benchmarks: the load generators and the peers they compare against.
 bench_pkgs=(libbenchmark-dev wrk nginx-light hyperfine)

@@ -12,7 +12,9 @@
 # HARMAR_TEST_OIDC_ISSUER + HARMAR_TEST_OIDC_KEYS (a real OpenID Connect provider, npm
 # oidc-provider, see tests/services/oidc_provider.js; its signing keys with private parts),
 # HARMAR_TEST_MARIADB_URL (a MariaDB server, root without a password on loopback; the data module's
-# third SQL backend).
+# third SQL backend),
+# HARMAR_TEST_S3_URL (npm s3rver, an S3-compatible server, with the bucket harmar-test, behind a
+# gate that checks SigV4 signatures).
 set -euo pipefail
 
 cmd=${1:-}
@@ -156,6 +158,34 @@ start_oidc() {
   log "oidc provider on 127.0.0.1:$port ($dir)"
 }
 
+# npm s3rver (tests/services/node_modules): S3 on the filesystem with one bucket; its account is
+# S3RVER:S3RVER. s3rver does not check V4 signatures, so tests reach it through
+# tests/services/s3_sigv4_gate.py, which checks them with botocore the way S3 does.
+start_s3() {
+  local port gate dir
+  if [[ ! -d $root/tests/services/node_modules/s3rver ]]; then
+    log "tests/services/node_modules is missing (run scripts/install-deps.sh): no S3 server"
+    return 0
+  fi
+  port=$(free_port)
+  dir=$(mktemp -d /tmp/harmar-s3.XXXXXX)
+  # s3rver's listing continuation tokens are DES-encrypted, which OpenSSL 3 keeps in its legacy provider.
+  setsid node --openssl-legacy-provider "$root/tests/services/node_modules/s3rver/bin/s3rver.js" -d "$dir/data" -a 127.0.0.1 -p "$port" \
+    --configure-bucket harmar-test --silent </dev/null >"$dir/s3.log" 2>&1 &
+  echo $! >"$dir/s3.pid"
+  wait_for 30 "s3rver" curl -fsS "http://127.0.0.1:$port/harmar-test" || { cat "$dir/s3.log" >&2; return 1; }
+  gate=$(free_port)
+  setsid /usr/bin/python3 "$root/tests/services/s3_sigv4_gate.py" --port "$gate" --upstream "127.0.0.1:$port" \
+    --key S3RVER:S3RVER </dev/null >"$dir/gate.log" 2>&1 &
+  echo $! >"$dir/gate.pid"
+  wait_for 15 "s3 signature gate" curl -fsS "http://127.0.0.1:$gate/harmar-test" || { cat "$dir/gate.log" >&2; return 1; }
+  {
+    echo "export HARMAR_TEST_S3_URL='s3://S3RVER:S3RVER@127.0.0.1:$gate/harmar-test?tls=0'"
+    echo "export HARMAR_TEST_S3_DIR=$dir"
+  } >>"$envfile"
+  log "s3rver on 127.0.0.1:$port behind a SigV4 gate on 127.0.0.1:$gate ($dir)"
+}
+
 stop_pid_dir() {  # stop_pid_dir DIR PIDFILE_NAME: ends the process recorded there, removes DIR
   local dir=$1 pid
   [[ -n $dir && -d $dir ]] || return 0
@@ -183,6 +213,10 @@ stop_all() {
   stop_pid_dir "${HARMAR_TEST_SMTP_STATE:-}" smtp.pid
   stop_pid_dir "${HARMAR_TEST_OIDC_DIR:-}" oidc.pid
   stop_pid_dir "${HARMAR_TEST_MARIADB_DIR:-}" mysqld.pid
+  if [[ -n ${HARMAR_TEST_S3_DIR:-} && -f $HARMAR_TEST_S3_DIR/gate.pid ]]; then
+    kill "$(cat "$HARMAR_TEST_S3_DIR/gate.pid")" 2>/dev/null || true
+  fi
+  stop_pid_dir "${HARMAR_TEST_S3_DIR:-}" s3.pid
   rm -f "$envfile"
   log "stopped"
 }
@@ -195,7 +229,10 @@ alive() {
     redis-cli -u "$HARMAR_TEST_REDIS_URL" ping >/dev/null &&
     kill -0 "$(cat "$HARMAR_TEST_SMTP_STATE/smtp.pid")" 2>/dev/null &&
     { [[ -z ${HARMAR_TEST_OIDC_DIR:-} ]] || kill -0 "$(cat "$HARMAR_TEST_OIDC_DIR/oidc.pid")" 2>/dev/null; } &&
-    { [[ -z ${HARMAR_TEST_MARIADB_DIR:-} ]] || kill -0 "$(cat "$HARMAR_TEST_MARIADB_DIR/mysqld.pid")" 2>/dev/null; } )
+    { [[ -z ${HARMAR_TEST_MARIADB_DIR:-} ]] || kill -0 "$(cat "$HARMAR_TEST_MARIADB_DIR/mysqld.pid")" 2>/dev/null; } &&
+    { [[ ! -d $root/tests/services/node_modules/s3rver ]] ||
+      { kill -0 "$(cat "${HARMAR_TEST_S3_DIR:-/nonexistent}/s3.pid")" &&
+        kill -0 "$(cat "$HARMAR_TEST_S3_DIR/gate.pid")"; } 2>/dev/null; } )
 }
 
 case $cmd in
@@ -210,6 +247,7 @@ case $cmd in
     start_smtp
     start_oidc
     start_mariadb
+    start_s3
     trap - ERR
     cat "$envfile"
     ;;

@@ -22,6 +22,7 @@
 #include <system_error>
 
 #include "core/blocking.hpp"
+#include "store/blobs_s3.hpp"
 
 namespace harmar::store {
 
@@ -456,9 +457,10 @@ Result<std::unique_ptr<BlobStore>> BlobStore::open(const std::string& url, const
     root = url.substr(7);
     if (!root.starts_with('/')) return Error::validation("blob URL must be file:///absolute/path");
   } else if (url.starts_with("s3://")) {
-    return Error::validation("S3 blob storage is not implemented yet");
+    HARMAR_TRY(S3Options opts, parse_s3_url(url));
+    return open_s3_blob_store(std::move(opts));
   } else {
-    return Error::validation("unsupported blob URL '" + url + "' (expected file:///path)");
+    return Error::validation("unsupported blob URL '" + redact_blob_url(url) + "' (expected file:///path or s3://)");
   }
   while (root.size() > 1 && root.ends_with('/')) root.pop_back();
   std::error_code ec;

@@ -1,6 +1,6 @@
 #pragma once
 // Blob storage: large objects written and read as streams, never whole in memory.
-// Filesystem by default (DATA_DIR/blobs); S3-compatible servers come with the backups work.
+// Filesystem by default (DATA_DIR/blobs), or any S3-compatible server (blobs_s3.hpp).
 #include <boost/asio/awaitable.hpp>
 
 #include <cstdint>
@@ -52,7 +52,8 @@ class BlobStore {
 
   virtual ~BlobStore() = default;
   // "" → file://DATA_DIR/blobs; "file:///path" → that directory (created if missing; this runs
-  // synchronously, at startup). Other schemes (s3://) are 422 until their backend exists.
+  // synchronously, at startup); "s3://…" → an S3 bucket (see blobs_s3.hpp; one synchronous
+  // request checks the bucket and the credentials). Other schemes are 422.
   static Result<std::unique_ptr<BlobStore>> open(const std::string& url, const std::string& data_dir);
 
   // Keys are relative paths of [A-Za-z0-9._/-], at most 512 characters, whose segments are

@@ -5,4 +5,6 @@ set(HARMAR_STORE_EVENT_SOURCES
   pubsub.cpp
   pubsub_redis.cpp
   kv.cpp
-  blobs.cpp)
+  blobs.cpp
+  blobs_s3.cpp
+  detail/sigv4.cpp)
