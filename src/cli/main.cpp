@@ -10,6 +10,7 @@
 #include "core/version.hpp"
 #include "data/data.hpp"
 #include "server/app.hpp"
+#include "store/blobs_s3.hpp"
 
 namespace {
 
@@ -31,7 +32,7 @@ struct ConfigFlags {
     key("--data-dir", "data_dir", "directory for embedded state (default ./data)");
     key("--db", "db", "database URL: sqlite://PATH, postgres://... or mysql://... (MariaDB: harmar collections only)");
     key("--redis", "redis", "redis://HOST:PORT for multi-node pub/sub and kv");
-    key("--blobs", "blobs", "blob storage URL (default DATA_DIR/blobs)");
+    key("--blobs", "blobs", "blob storage URL: file:///PATH or s3://KEY:SECRET@HOST/BUCKET (default DATA_DIR/blobs)");
     key("--tls-cert", "tls.cert", "PEM certificate chain: serve HTTPS (h2 + http/1.1)");
     key("--tls-key", "tls.key", "PEM private key for --tls-cert");
     key("--log-level", "log.level", "trace|debug|info|warn|error|off");
@@ -200,7 +201,7 @@ int main(int argc, char** argv) {
       } else if (k.type == harmar::config::Type::StringMap) {
         for (const auto& [a, b] : cfg->get_map(k.name)) v += (v.empty() ? "" : ",") + a + "=" + b;
       } else {
-        v = cfg->get_string(k.name);
+        v = harmar::store::redact_blob_url(cfg->get_string(k.name));  // a URL's password never shows
       }
       if (secret && !v.empty()) v = "(set)";
       std::cout << k.name << " = " << v << "    # " << cfg->source(k.name) << "\n";

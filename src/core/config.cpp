@@ -102,7 +102,7 @@ Schema core_schema() {
   s.add({"db", Type::String, "", "database URL: sqlite://PATH or postgres://... (mysql://USER@HOST:PORT/DB: MariaDB, for harmar collections only; serve refuses it); empty means sqlite://DATA_DIR/harmar.db"});
   s.add({"db_pool", Type::Int, "4", "PostgreSQL connections per worker", 1, 64});
   s.add({"redis", Type::String, "", "redis://HOST:PORT[/DB] for cross-node pub/sub and shared kv; empty means in-process"});
-  s.add({"blobs", Type::String, "", "blob storage URL: file://PATH (s3:// comes with backups); empty means DATA_DIR/blobs"});
+  s.add({"blobs", Type::String, "", "blob storage URL: file:///PATH, or s3://[KEY:SECRET@]HOST[:PORT]/BUCKET[/PREFIX][?region=&tls=0&style=virtual] (see docs/storage.md); empty means DATA_DIR/blobs"});
   s.add({"tls.cert", Type::String, "", "PEM certificate chain; with tls.key the listener speaks TLS (h2 and http/1.1 via ALPN)"});
   s.add({"tls.key", Type::String, "", "PEM private key for tls.cert"});
   s.add({"limits.header_bytes", Type::Size, "16KiB", "largest request line plus headers", 1024, 1 << 20});
