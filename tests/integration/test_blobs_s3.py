@@ -48,13 +48,6 @@ def test_im_attachments_are_stored_in_the_s3_bucket(harmar):
     with urllib.request.urlopen(f"{bucket_http()}/{key}", timeout=10) as r:
         assert r.read() == png
 
-    # A recalled message takes its attachment with it, from the bucket too.
-    msg = alice.call("POST", f"/v1/conversations/{gid}/messages",
-                     {"body": "", "client_msg_id": "pic", "attachment_id": att["id"]}, expect=201).json()["message"]
-    alice.call("DELETE", f"/v1/conversations/{gid}/messages/{msg['id']}", expect=204)
-    with urllib.request.urlopen(f"{bucket_http()}?list-type=2&prefix={prefix}/", timeout=10) as r:
-        assert "<Key>" not in r.read().decode()
-
 
 def test_a_wrong_secret_stops_the_server_at_startup_without_showing_it(tmp_path):
     secret = "wrong-secret-zq81"
