@@ -141,6 +141,10 @@ struct S3Call {
   std::string_view body;  // must outlive the call
   std::string payload_hash;  // computed from body when empty
   std::size_t max_response = kMaxErrorBody;
+  // Where a 2xx body goes instead of S3Response::body: a buffer its owner reuses, so reading a
+  // large blob does not allocate a window per request (on whichever pool thread runs it, where
+  // glibc would keep each freed window in that thread's arena).
+  std::string* sink = nullptr;
   bool retry = true;  // idempotent: retried on 5xx and transport errors
 };
 
@@ -148,7 +152,6 @@ struct S3Response {
   int status = 0;
   Headers headers;  // names lower-cased
   std::string body;
-  bool too_large = false;
   std::string header(std::string_view name) const {
     for (const auto& [k, v] : headers)
       if (k == name) return v;
@@ -173,14 +176,20 @@ CURL* thread_handle() {
   return handle.get();
 }
 
+struct BodySink {
+  std::string* out;
+  std::size_t max;
+  bool too_large = false;
+};
+
 size_t on_body(char* data, size_t size, size_t n, void* user) {
-  auto* r = static_cast<std::pair<S3Response*, std::size_t>*>(user);
+  auto* sink = static_cast<BodySink*>(user);
   size_t len = size * n;
-  if (r->first->body.size() + len > r->second) {
-    r->first->too_large = true;
+  if (sink->out->size() + len > sink->max) {
+    sink->too_large = true;
     return 0;
   }
-  r->first->body.append(data, len);
+  sink->out->append(data, len);
   return len;
 }
 
@@ -240,7 +249,8 @@ Result<S3Response> perform_once(const S3Options& o, const S3Call& call) {
   CURL* c = thread_handle();
   if (!c) return Error::internal("curl_easy_init failed");
   S3Response resp;
-  std::pair<S3Response*, std::size_t> sink{&resp, call.max_response};
+  if (call.sink) call.sink->clear();  // a retry starts over
+  BodySink sink{call.sink ? call.sink : &resp.body, call.max_response};
   curl_easy_setopt(c, CURLOPT_URL, url.c_str());
   curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
@@ -267,13 +277,14 @@ Result<S3Response> perform_once(const S3Options& o, const S3Call& call) {
   CURLcode rc = curl_easy_perform(c);
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, nullptr);
   if (rc != CURLE_OK) {
-    if (resp.too_large) return upstream("blob_store_error", describe(o) + " sent a larger answer than expected");
+    if (sink.too_large) return upstream("blob_store_error", describe(o) + " sent a larger answer than expected");
     if (rc == CURLE_OPERATION_TIMEDOUT) return unavailable(describe(o) + " did not answer in time");
     return unavailable("cannot reach " + describe(o) + ": " + curl_easy_strerror(rc));
   }
   long status = 0;
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
   resp.status = static_cast<int>(status);
+  if (call.sink && (resp.status < 200 || resp.status > 299)) resp.body = std::move(*call.sink);  // an error to read
   return resp;
 }
 
@@ -537,11 +548,6 @@ class S3BlobReader final : public BlobReader {
       if (!st.ok()) co_return std::move(st).error();
     }
     std::size_t n = std::min(max, window_.size() - taken_);
-    if (taken_ == 0 && n == window_.size()) {
-      std::string whole = std::move(window_);  // the whole window, without a copy
-      window_.clear();
-      co_return whole;
-    }
     std::string out = window_.substr(taken_, n);
     taken_ += n;
     co_return out;
@@ -553,8 +559,6 @@ class S3BlobReader final : public BlobReader {
   // The next window of the range, only from the version of the blob seen at open.
   asio::awaitable<Status> fetch() {
     std::size_t n = static_cast<std::size_t>(std::min<int64_t>(kReadWindow, end_ - pos_));
-    window_.clear();
-    window_.shrink_to_fit();
     taken_ = 0;
     S3Call call;
     call.object = client_->object(info_.key);
@@ -563,16 +567,24 @@ class S3BlobReader final : public BlobReader {
     call.headers = {{"range", "bytes=" + std::to_string(pos_) + "-" + std::to_string(pos_ + static_cast<int64_t>(asked) - 1)}};
     if (!etag_.empty()) call.headers.emplace_back("if-match", etag_);
     call.max_response = std::max(asked, kMaxErrorBody);
-    HARMAR_CO_TRY(S3Response r, co_await client_->request(call));
+    window_.reserve(asked);  // once: later windows reuse it
+    call.sink = &window_;
+    auto got = co_await client_->request(call);
+    if (!got.ok()) {
+      window_.clear();
+      co_return std::move(got).error();
+    }
+    S3Response& r = *got;
     if (r.status != 206 && !(r.status == 200 && pos_ == 0 && static_cast<int64_t>(n) == info_.size)) {
+      window_.clear();
       co_return answer_error(client_->opts(), r, "read a blob", info_.key);
     }
+    if (asked != n && window_.size() == asked) window_.resize(n);
     // Servers without If-Match (s3rver) still tell a replaced blob by its ETag.
-    if (asked != n && r.body.size() == asked) r.body.resize(n);
-    if (r.body.size() != n || (!etag_.empty() && !r.header("etag").empty() && r.header("etag") != etag_)) {
+    if (window_.size() != n || (!etag_.empty() && !r.header("etag").empty() && r.header("etag") != etag_)) {
+      window_.clear();
       co_return Error::conflict("blob " + info_.key + " changed while it was read", "blob_changed");
     }
-    window_ = std::move(r.body);
     pos_ += static_cast<int64_t>(n);
     co_return Status{};
   }

@@ -9,6 +9,8 @@ import uuid
 
 from harness import harmar_bin, require_env
 from im_support import User, group
+# Imported under another name so that pytest does not collect it here as well.
+from test_backups import test_a_100_mb_upload_streams_with_flat_server_memory as backups_100_mb_flat_memory
 
 
 def s3_url(prefix, secret=None):
@@ -47,6 +49,13 @@ def test_im_attachments_are_stored_in_the_s3_bucket(harmar):
     assert f"<Key>{key}</Key>" in listing, listing
     with urllib.request.urlopen(f"{bucket_http()}/{key}", timeout=10) as r:
         assert r.read() == png
+
+
+def test_config_backups_stream_100_mb_through_s3_with_flat_server_memory(harmar):
+    """The config-backups 100 MB test (upload, then download with its checksum; the server's peak
+    RSS grows by less than 16 MB) with the blobs on S3: multipart upload, windowed ranged reads."""
+    url = s3_url(f"bk-{uuid.uuid4().hex[:12]}")
+    backups_100_mb_flat_memory(lambda *args, **kw: harmar(*args, "--blobs", url, **kw))
 
 
 def test_a_wrong_secret_stops_the_server_at_startup_without_showing_it(tmp_path):
