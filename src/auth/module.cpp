@@ -5,6 +5,8 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <sodium.h>
+
 #include <stdexcept>
 
 #include "auth/api.hpp"
@@ -84,6 +86,22 @@ asio::awaitable<void> reload_roles(std::shared_ptr<AuthService> svc) {
   (void)st;
 }
 
+// auth::ServerKeys over the server secret (see service.hpp).
+class DerivedKeys final : public ServerKeys {
+ public:
+  explicit DerivedKeys(const ServerSecret& secret) : secret_(secret) {}
+  ~DerivedKeys() override { sodium_memzero(secret_.data(), secret_.size()); }
+  std::array<unsigned char, 32> derive(std::string_view context) const override {
+    std::array<unsigned char, 32> out{};
+    crypto_generichash(out.data(), out.size(), reinterpret_cast<const unsigned char*>(context.data()), context.size(),
+                       secret_.data(), secret_.size());
+    return out;
+  }
+
+ private:
+  ServerSecret secret_;
+};
+
 asio::awaitable<Status> send_mail(platform::Services& s, Mail m) {
 #ifdef HARMAR_AUTH_HAS_MAILER
   auto mailer = s.find<notify::Mailer>();
@@ -125,6 +143,7 @@ platform::Module module() {
     s.provide<Accounts>(svc);
     s.provide<AuthService>(svc);
     s.provide<CredentialVerifiers>(svc->verifiers_ptr());
+    s.provide<ServerKeys>(std::make_shared<DerivedKeys>(*secret));
     s.auth.authenticate = [svc](net::Request& req) { return svc->authenticate(req); };
     s.auth.authorize = [svc](const Principal& p, std::string_view permission) { return svc->authorize(p, permission); };
     state->svc = std::move(svc);

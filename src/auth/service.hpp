@@ -14,6 +14,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/json/object.hpp>
 
+#include <array>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -127,6 +128,21 @@ class CaptchaVerifier {
  public:
   virtual ~CaptchaVerifier() = default;
   virtual asio::awaitable<bool> verify(std::string captcha_id, std::string answer) = 0;
+};
+
+// Keys derived from the server secret (`auth.secret` or DATA_DIR/auth.key), for modules that
+// seal data at rest or sign tokens of their own. Provided by the auth module; a module finds it
+// lazily (after every provide) and derives one key per purpose:
+//
+//   auto k = services.find<auth::ServerKeys>()->derive("harmar.email.secrets.v1");
+//
+// derive() is a KDF: BLAKE2b-256 keyed with the server secret over the context string (libsodium
+// crypto_generichash), so keys for different contexts are independent and the secret never
+// leaves the auth module. Every node sharing the secret derives the same keys.
+class ServerKeys {
+ public:
+  virtual ~ServerKeys() = default;
+  virtual std::array<unsigned char, 32> derive(std::string_view context) const = 0;
 };
 
 // Bearer credentials by prefix. The AuthHook hands a bearer token that starts with a registered
