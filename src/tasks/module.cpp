@@ -32,6 +32,7 @@ platform::Module module() {
     *svc = std::make_shared<Service>(s, Options::from(s.config), s.find<devices::Directory>());
     s.provide<devices::TaskHooks>(*svc);
     s.provide<Submitter>(*svc);
+    s.provide<TaskNotes>(*svc);
   };
   m.routes = [svc](net::Router& r, platform::Services& s) { install_routes(r, s, *svc); };
   m.start = [svc](platform::Services&) { (*svc)->start(); };

@@ -338,6 +338,17 @@ asio::awaitable<Result<std::optional<Repo::Progress>>> Repo::progress(Querier& q
   co_return std::optional<Progress>(Progress{r.text(0), r.integer(1), r.integer(2), r.integer(3)});
 }
 
+asio::awaitable<Result<std::optional<Repo::Progress>>> Repo::reserve_log(Querier& q, const std::string& id, int64_t len,
+                                                                         int64_t now) {
+  auto rows = co_await q.query(
+      "UPDATE tasks SET log_bytes = log_bytes + $2, updated_at = $3 WHERE id = $1 RETURNING user_id, attempts, log_bytes, progress",
+      {id, len, now});
+  if (!rows) co_return std::move(rows).error();
+  if (rows->empty()) co_return std::optional<Progress>{};
+  auto r = rows->front();
+  co_return std::optional<Progress>(Progress{r.text(0), r.integer(1), r.integer(2), r.integer(3)});
+}
+
 asio::awaitable<Status> Repo::append_log(Querier& q, const std::string& id, int64_t seq, int64_t at, int64_t attempt,
                                          const std::string& text) {
   auto n = co_await q.exec(

@@ -95,6 +95,8 @@ class Repo {
   asio::awaitable<Result<std::optional<Progress>>> progress(Querier& q, const std::string& id, const std::string& device_id,
                                                             int64_t attempt, std::optional<int64_t> progress,
                                                             int64_t log_len, const LeaseTerms& terms);
+  // Reserves `len` bytes of the task's log whatever its state (a note); nullopt if no such task.
+  asio::awaitable<Result<std::optional<Progress>>> reserve_log(Querier& q, const std::string& id, int64_t len, int64_t now);
   asio::awaitable<Status> append_log(Querier& q, const std::string& id, int64_t seq, int64_t at, int64_t attempt,
                                      const std::string& text);
   asio::awaitable<Result<std::vector<LogLine>>> logs(Querier& q, const std::string& id, int64_t after, int limit);

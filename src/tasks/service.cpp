@@ -542,6 +542,44 @@ asio::awaitable<Result<Pending>> Service::pending(const Principal& device, Pendi
   }
 }
 
+// ---- other modules (notes.hpp) ---------------------------------------------------------------
+
+asio::awaitable<Result<std::string>> Service::add_note(std::string task_id, std::string author, std::string text) {
+  int64_t now = now_ms();
+  std::string line = "[note from " + author + "] " + text;
+  if (line.size() > kMaxLogChunk) line.resize(kMaxLogChunk);
+  auto p = co_await repo_.reserve_log(s_.db, task_id, static_cast<int64_t>(line.size()), now);
+  if (!p) co_return std::move(p).error();
+  if (!*p) co_return Error::not_found("no such task");
+  if ((*p)->log_bytes <= opts_.max_log_bytes) {
+    auto st = co_await repo_.append_log(s_.db, task_id, (*p)->log_bytes, now, (*p)->attempts, line);
+    if (!st) co_return std::move(st).error();
+  }
+  platform::DomainEvent e;
+  e.type = "task.updated";
+  e.user_id = (*p)->user_id;
+  e.subject = task_id;
+  e.data = js::object{{"id", task_id}, {"change", "note"}, {"log", line}};
+  co_await s_.events.publish(std::move(e));
+  co_return (*p)->user_id;
+}
+
+asio::awaitable<Result<std::string>> Service::create_for_device(std::string device_id, std::string type,
+                                                                js::value payload) {
+  auto dev = co_await directory_->find(device_id);
+  if (!dev) co_return std::move(dev).error();
+  if (!*dev) co_return Error::not_found("no such device");
+  Principal owner;
+  owner.id = owner.user_id = (*dev)->user_id;
+  NewTask in;
+  in.type = std::move(type);
+  in.payload = std::move(payload);
+  in.device_id = std::move(device_id);
+  auto t = co_await create(owner, std::move(in));
+  if (!t) co_return std::move(t).error();
+  co_return t->id;
+}
+
 asio::awaitable<Result<js::object>> Service::progress(const Principal& device, const std::string& id, ProgressInput in) {
   int64_t now = now_ms();
   if (in.log.size() > kMaxLogChunk) in.log.resize(kMaxLogChunk);

@@ -25,6 +25,7 @@
 #include "devices/devices.hpp"
 #include "platform/module.hpp"
 #include "tasks/model.hpp"
+#include "tasks/notes.hpp"
 #include "tasks/repo.hpp"
 #include "tasks/tasks.hpp"
 #include "tasks/wakeups.hpp"
@@ -74,7 +75,8 @@ struct ProgressInput {
   int64_t attempt = -1;
 };
 
-class Service final : public devices::TaskHooks, public Submitter, public std::enable_shared_from_this<Service> {
+class Service final : public devices::TaskHooks, public Submitter, public TaskNotes,
+                      public std::enable_shared_from_this<Service> {
  public:
   static constexpr const char* kNotifyChannel = "harmar_tasks";
   static constexpr const char* kTypesChannel = "tasks.types";
@@ -112,6 +114,11 @@ class Service final : public devices::TaskHooks, public Submitter, public std::e
   // Submitter
   asio::awaitable<Result<Submitted>> submit(const Principal& user, std::string type, boost::json::object payload,
                                             std::string device_id) override;
+
+  // TaskNotes (notes.hpp)
+  asio::awaitable<Result<std::string>> add_note(std::string task_id, std::string author, std::string text) override;
+  asio::awaitable<Result<std::string>> create_for_device(std::string device_id, std::string type,
+                                                         boost::json::value payload) override;
 
   // devices::TaskHooks
   asio::awaitable<Result<devices::HeartbeatTasks>> on_heartbeat(const devices::DeviceInfo& d,
