@@ -10,7 +10,7 @@ build_pkgs=(
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   libssl-dev libnghttp2-dev libsqlite3-dev libpq-dev libhiredis-dev libsodium-dev
   libspdlog-dev libfmt-dev libcli11-dev libyaml-cpp-dev libcurl4-openssl-dev
-  libkainjow-mustache-dev libpng-dev
+  libkainjow-mustache-dev libpng-dev libgmime-3.0-dev
   libmariadb-dev
 )
 # Tests: GoogleTest, the real services the integration tests start, and the protocol clients

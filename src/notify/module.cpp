@@ -29,7 +29,8 @@ void configure(config::Schema& s) {
          "with smtp://: required refuses a server without STARTTLS; opportunistic uses it when offered; auto is required except to a loopback host",
          0, 0, {"auto", "required", "opportunistic"}});
   s.add({"smtp.timeout", Type::Duration, "30s", "bound on one SMTP transaction (connecting takes at most 10s of it)", 1000, 600'000});
-  s.add({"smtp.attempts", Type::Int, "3", "tries per mail when the failure is transient (connection, 4xx reply)", 1, 10});
+  s.add({"smtp.attempts", Type::Int, "6",
+         "delivery attempts per mail when failures are transient (connection, 4xx reply); then the mail is dead", 1, 30});
   s.add({"notify.product_name", Type::String, "HarmarCloud", "product name used in mail templates"});
   s.add({"notify.templates_dir", Type::String, "",
          "directory of mail templates NAME.subject, NAME.txt, NAME.html (mustache) overriding or adding to the built-in ones"});

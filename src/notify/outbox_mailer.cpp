@@ -1,9 +1,6 @@
 #include "notify/outbox_mailer.hpp"
 
-#include <boost/asio/redirect_error.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/this_coro.hpp>
-#include <boost/asio/use_awaitable.hpp>
+#include <sodium.h>
 
 #include "core/blocking.hpp"
 #include "core/clock.hpp"
@@ -13,20 +10,37 @@
 #include "notify/outbox.hpp"
 
 namespace harmar::notify {
+namespace {
+
+std::shared_ptr<const EmailCrypto> ephemeral_crypto() {
+  Key32 a{}, b{};
+  randombytes_buf(a.data(), a.size());
+  randombytes_buf(b.data(), b.size());
+  return std::make_shared<EmailCrypto>(a, b);
+}
+
+const std::string* var(const TemplateVars& vars, const char* name) {
+  auto it = vars.find(name);
+  return it == vars.end() || it->second.empty() ? nullptr : &it->second;
+}
+
+}  // namespace
 
 MailerSettings MailerSettings::from_config(const config::Config& cfg) {
   MailerSettings s;
   s.from = cfg.get_string("smtp.from");
   s.attempts = static_cast<int>(cfg.get_int("smtp.attempts"));
+  s.retry_base_ms = cfg.get_duration_ms("smtp.retry_base");
+  s.retry_max_ms = cfg.get_duration_ms("smtp.retry_max");
   s.public_url = cfg.get_string("public_url");
   while (!s.public_url.empty() && s.public_url.back() == '/') s.public_url.pop_back();
   s.product = cfg.get_string("notify.product_name");
+  s.reply_address = cfg.get_string("smtp.reply_address");
   if (!cfg.get_string("smtp.url").empty()) {
-    SmtpSettings smtp;
+    SmtpSettings smtp = s.smtp_base();
     smtp.url = cfg.get_string("smtp.url");
     smtp.user = cfg.get_string("smtp.user");
     smtp.password = cfg.get_string("smtp.password");
-    smtp.from = s.from;
     std::string tls = cfg.get_string("smtp.starttls");
     smtp.starttls = tls == "required" ? StartTls::Required : tls == "opportunistic" ? StartTls::Opportunistic : StartTls::Auto;
     smtp.timeout_ms = cfg.get_duration_ms("smtp.timeout");
@@ -36,14 +50,41 @@ MailerSettings MailerSettings::from_config(const config::Config& cfg) {
   return s;
 }
 
+SmtpSettings MailerSettings::smtp_base() const {
+  SmtpSettings b;
+  if (smtp) b = *smtp;
+  b.from = from;
+  b.url.clear();
+  b.user.clear();
+  b.password.clear();
+  b.starttls = StartTls::Auto;
+  return b;
+}
+
 OutboxMailer::OutboxMailer(MailerSettings settings, store::Database& db, Templates templates)
-    : settings_(std::move(settings)), db_(db), templates_(std::move(templates)) {}
+    : settings_(std::move(settings)), db_(db), templates_(std::move(templates)) {
+  routing_.crypto = ephemeral_crypto();
+}
+
+std::string OutboxMailer::reply_address_for(const std::string& token) const {
+  auto at = settings_.reply_address.rfind('@');
+  if (at == std::string::npos || at == 0) return {};
+  return settings_.reply_address.substr(0, at) + "+" + token + settings_.reply_address.substr(at);
+}
 
 Result<Mail> OutboxMailer::render(const std::string& name, const std::string& to, const TemplateVars& vars) const {
   TemplateVars all = vars;
   all.emplace("public_url", settings_.public_url);
   all.emplace("product", settings_.product);
   all["to"] = to;
+  if (auto* task = var(vars, "task_id")) all.emplace("task_url", settings_.public_url + "/v1/tasks/" + *task);
+  if (auto* device = var(vars, "device_id")) all.emplace("device_url", settings_.public_url + "/v1/devices/" + *device);
+  // A mail about a task or a device carries the token a reply brings back.
+  std::optional<std::string> token;
+  if (auto* task = var(vars, "task_id")) token = routing_.crypto->reply_token('t', *task);
+  else if (auto* device = var(vars, "device_id")) token = routing_.crypto->reply_token('d', *device);
+  std::string reply_to = token ? reply_address_for(*token) : std::string();
+  if (!reply_to.empty()) all["can_reply"] = "yes";
   HARMAR_TRY(Rendered r, templates_.render(name, all));
   Mail m;
   m.to = to;
@@ -53,16 +94,54 @@ Result<Mail> OutboxMailer::render(const std::string& name, const std::string& to
   m.kind = name;
   m.sensitive = r.sensitive;
   m.redacted_text = std::move(r.redacted_text);
+  if (token) {
+    m.message_id = *token + "." + random_hex(6);
+    m.reply_to = reply_to;
+  }
   return m;
 }
 
 asio::awaitable<Status> OutboxMailer::send_template(std::string name, std::string to, TemplateVars vars) {
-  auto mail = render(name, to, vars);
-  if (!mail.ok()) co_return mail.error();
-  co_return co_await send(std::move(mail).value());
+  std::vector<std::string> recipients{to};
+  std::string config_id;
+  bool has_smtp = settings_.smtp.has_value();
+  const std::string* user = var(vars, "user_id");
+  if (routing_.configs && user && std::find(notification_kinds().begin(), notification_kinds().end(), name) !=
+                                      notification_kinds().end()) {
+    const std::string* device = var(vars, "device_id");
+    std::string user_id = *user, device_id = device ? *device : std::string();  // not inside co_await (g++ 12)
+    auto cfg = co_await routing_.configs->resolve(std::move(user_id), std::move(device_id));
+    if (!cfg.ok()) co_return cfg.error();
+    if (*cfg) {
+      const EmailConfig& c = **cfg;
+      if (!c.wants(name)) {
+        log::get("notify")->debug(log::fields({{"msg", "mail not wanted by the email config"}, {"kind", name},
+                                               {"config_id", c.id}}));
+        co_return Status{};
+      }
+      if (!c.recipients.empty()) recipients = c.recipients;
+      if (c.smtp) {
+        config_id = c.id;
+        has_smtp = true;
+      }
+    }
+  }
+  for (const auto& r : recipients) {
+    auto mail = render(name, r, vars);
+    if (!mail.ok()) co_return mail.error();
+    mail->smtp_config = config_id;
+    auto sent = co_await send_rendered(std::move(mail).value(), has_smtp);
+    if (!sent.ok()) co_return sent;
+  }
+  co_return Status{};
 }
 
 asio::awaitable<Status> OutboxMailer::send(Mail mail) {
+  bool has_smtp = settings_.smtp.has_value() || !mail.smtp_config.empty();
+  co_return co_await send_rendered(std::move(mail), has_smtp);
+}
+
+asio::awaitable<Status> OutboxMailer::send_rendered(Mail mail, bool has_smtp) {
   auto logger = log::get("notify");
   int64_t now = now_ms();
   auto message = build_message(mail, settings_.from, now);
@@ -79,55 +158,53 @@ asio::awaitable<Status> OutboxMailer::send(Mail mail) {
   } else {
     row.body = mail.text;
   }
-  row.status = settings_.smtp ? "queued" : "logged";
+  row.status = has_smtp ? "queued" : "logged";
   row.created_at = now;
-  if (!settings_.smtp) row.sent_at = now;
+  row.max_attempts = settings_.attempts;
+  if (has_smtp) {
+    row.message = routing_.crypto->seal(*message);
+    row.next_at = now;
+    if (!mail.smtp_config.empty()) row.config_id = mail.smtp_config;
+  } else {
+    row.sent_at = now;
+  }
   auto recorded = co_await outbox::insert(db_, row);
   if (!recorded.ok()) co_return recorded.error();
 
-  if (!settings_.smtp) {
+  if (!has_smtp) {
     // Development without SMTP: the log is the delivery, so it carries the whole text.
     logger->info(log::fields({{"msg", "mail (no smtp.url: not sent)"}, {"outbox_id", row.id}, {"kind", mail.kind},
                               {"to", mail.to}, {"subject", mail.subject}, {"text", mail.text}}));
     co_return Status{};
   }
+  logger->debug(log::fields({{"msg", "mail queued"}, {"outbox_id", row.id}, {"kind", mail.kind}}));
+  if (routing_.queued) routing_.queued();
+  co_return Status{};
+}
 
-  auto ex = co_await asio::this_coro::executor;
+asio::awaitable<Result<SmtpOutcome>> OutboxMailer::send_now(Mail mail, SmtpSettings smtp) {
+  int64_t now = now_ms();
+  auto message = build_message(mail, smtp.from, now);
+  if (!message.ok()) co_return message.error();
   std::string to = mail.to;
   std::string body = std::move(message).value();
-  SmtpSettings smtp = *settings_.smtp;
-  int attempts = 0;
-  SmtpOutcome outcome;
-  int64_t backoff = settings_.retry_backoff_ms;
-  while (true) {
-    ++attempts;
-    auto transfer = [&smtp, &to, &body] { return smtp_send_sync(smtp, to, body); };  // a named closure (g++ 12, docs/modules.md)
-    outcome = co_await run_blocking(transfer);
-    if (outcome.ok || !outcome.transient || attempts >= settings_.attempts) break;
-    asio::steady_timer timer(ex, std::chrono::milliseconds(backoff));
-    boost::system::error_code ec;
-    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    backoff *= 4;
-  }
-  std::optional<std::string> error;
-  if (!outcome.ok) error = outcome.error.substr(0, 1000);
-  std::optional<int64_t> sent_at;
-  if (outcome.ok) sent_at = now_ms();
-  auto finished = co_await outbox::finish(db_, row.id, outcome.ok ? "sent" : "failed", attempts, error, sent_at);
-  if (!finished.ok())
-    logger->warn(log::fields({{"msg", "outbox row not updated"}, {"outbox_id", row.id}, {"error", finished.error().detail}}));
-  if (!outcome.ok) {
-    logger->warn(log::fields({{"msg", "mail not delivered"}, {"outbox_id", row.id}, {"kind", mail.kind},
-                              {"attempts", std::to_string(attempts)}, {"error", outcome.error}}));
-    Error e;
-    e.status = 502;
-    e.code = "mail_delivery_failed";
-    e.detail = "the mail server did not accept the mail";
-    co_return e;
-  }
-  logger->info(log::fields({{"msg", "mail sent"}, {"outbox_id", row.id}, {"kind", mail.kind},
-                            {"attempts", std::to_string(attempts)}}));
-  co_return Status{};
+  auto transfer = [&smtp, &to, &body] { return smtp_send_sync(smtp, to, body); };  // a named closure (g++ 12)
+  SmtpOutcome outcome = co_await run_blocking(transfer);
+  outbox::Row row;
+  row.id = new_id();
+  row.kind = mail.kind;
+  row.to = mail.to;
+  row.subject = mail.subject;
+  row.body = mail.text;
+  row.status = outcome.ok ? "sent" : "failed";
+  row.attempts = 1;
+  row.created_at = now;
+  if (outcome.ok) row.sent_at = now_ms();
+  else row.error = outcome.error.substr(0, 1000);
+  if (!mail.smtp_config.empty()) row.config_id = mail.smtp_config;
+  auto recorded = co_await outbox::insert(db_, row);
+  if (!recorded.ok()) co_return recorded.error();
+  co_return outcome;
 }
 
 }  // namespace harmar::notify

@@ -157,6 +157,10 @@ Result<std::string> build_message(const Mail& mail, const std::string& from, int
   if (!mail.reply_to.empty() && !valid_address(mail.reply_to)) bad.push_back({"reply_to", "is not an email address"});
   if (has_line_break(mail.subject) || mail.subject.size() > 998) bad.push_back({"subject", "must be one line"});
   if (mail.text.empty()) bad.push_back({"text", "is required"});
+  if (mail.message_id.size() > 128 ||
+      std::any_of(mail.message_id.begin(), mail.message_id.end(),
+                  [](unsigned char c) { return !(std::isalnum(c) || c == '.' || c == '-' || c == '_' || c == '+'); }))
+    bad.push_back({"message_id", "is not a Message-ID local part"});
   for (const auto& [k, v] : mail.headers) {
     bool name_ok = !k.empty() && k.size() <= 76;
     for (unsigned char c : k)
@@ -181,7 +185,7 @@ Result<std::string> build_message(const Mail& mail, const std::string& from, int
   m += "To: " + mail.to + "\r\n";
   if (!mail.reply_to.empty()) m += "Reply-To: " + mail.reply_to + "\r\n";
   m += "Subject: " + encode_header_value(mail.subject) + "\r\n";
-  m += "Message-ID: <" + new_id() + "@" + domain_of(*from_addr) + ">\r\n";
+  m += "Message-ID: <" + (mail.message_id.empty() ? new_id() : mail.message_id) + "@" + domain_of(*from_addr) + ">\r\n";
   for (const auto& [k, v] : mail.headers) m += k + ": " + encode_header_value(v) + "\r\n";
   m += "MIME-Version: 1.0\r\n";
   if (mail.html.empty()) {

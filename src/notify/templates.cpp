@@ -55,6 +55,134 @@ password stays as it is.</p>
 </body></html>
 )";
 
+// Notification templates (docs/mail.md "Notification templates"). task_url and device_url are
+// added by the mailer from public_url; can_reply is set when replies come back (smtp.reply_address).
+constexpr const char* kHtmlHead = R"(<!doctype html>
+<html><body style="font-family: sans-serif; line-height: 1.5">
+)";
+
+constexpr const char* kTaskCreatedText = R"(Hello{{#name}} {{name}}{{/name}},
+
+a task was created on {{product}}:
+
+  Task:   {{task_id}}
+  Type:   {{task_type}}{{#device_name}}
+  Device: {{device_name}}{{/device_name}}{{#task_status}}
+  Status: {{task_status}}{{/task_status}}
+
+{{task_url}}
+{{#can_reply}}
+Reply to this mail to add a note to the task.
+{{/can_reply}}
+)";
+
+constexpr const char* kTaskCreatedHtml = R"(<p>Hello{{#name}} {{name}}{{/name}},</p>
+<p>a task was created on {{product}}:</p>
+<table>
+<tr><td>Task</td><td><a href="{{task_url}}">{{task_id}}</a></td></tr>
+<tr><td>Type</td><td>{{task_type}}</td></tr>
+{{#device_name}}<tr><td>Device</td><td>{{device_name}}</td></tr>{{/device_name}}
+{{#task_status}}<tr><td>Status</td><td>{{task_status}}</td></tr>{{/task_status}}
+</table>
+{{#can_reply}}<p>Reply to this mail to add a note to the task.</p>{{/can_reply}}
+</body></html>
+)";
+
+constexpr const char* kTaskCompletedText = R"(Hello{{#name}} {{name}}{{/name}},
+
+the {{task_type}} task {{task_id}}{{#device_name}} on {{device_name}}{{/device_name}} completed{{#task_status}} ({{task_status}}){{/task_status}}.
+{{#result}}
+Result:
+{{result}}
+{{/result}}
+{{task_url}}
+{{#can_reply}}
+Reply to this mail to add a note to the task.
+{{/can_reply}}
+)";
+
+constexpr const char* kTaskCompletedHtml = R"(<p>Hello{{#name}} {{name}}{{/name}},</p>
+<p>the {{task_type}} task <a href="{{task_url}}">{{task_id}}</a>{{#device_name}} on {{device_name}}{{/device_name}} completed{{#task_status}} ({{task_status}}){{/task_status}}.</p>
+{{#result}}<pre>{{result}}</pre>{{/result}}
+{{#can_reply}}<p>Reply to this mail to add a note to the task.</p>{{/can_reply}}
+</body></html>
+)";
+
+constexpr const char* kTaskFailedText = R"(Hello{{#name}} {{name}}{{/name}},
+
+the {{task_type}} task {{task_id}}{{#device_name}} on {{device_name}}{{/device_name}} failed{{#task_status}} (status {{task_status}}{{#attempts}}, after {{attempts}} attempts{{/attempts}}){{/task_status}}.
+{{#error}}
+Error:
+{{error}}
+{{/error}}
+{{task_url}}
+{{#can_reply}}
+Reply to this mail to add a note to the task.
+{{/can_reply}}
+)";
+
+constexpr const char* kTaskFailedHtml = R"(<p>Hello{{#name}} {{name}}{{/name}},</p>
+<p>the {{task_type}} task <a href="{{task_url}}">{{task_id}}</a>{{#device_name}} on {{device_name}}{{/device_name}} failed{{#task_status}} (status {{task_status}}{{#attempts}}, after {{attempts}} attempts{{/attempts}}){{/task_status}}.</p>
+{{#error}}<p>Error:</p><pre>{{error}}</pre>{{/error}}
+{{#can_reply}}<p>Reply to this mail to add a note to the task.</p>{{/can_reply}}
+</body></html>
+)";
+
+constexpr const char* kDeviceOnlineText = R"(Hello{{#name}} {{name}}{{/name}},
+
+the device {{device_name}} is online again on {{product}}{{#last_seen_at}} (since {{last_seen_at}}){{/last_seen_at}}.
+
+{{device_url}}
+{{#can_reply}}
+Reply to this mail to give the device a task: the reply becomes a new "email" task on it.
+{{/can_reply}}
+)";
+
+constexpr const char* kDeviceOnlineHtml = R"(<p>Hello{{#name}} {{name}}{{/name}},</p>
+<p>the device <a href="{{device_url}}">{{device_name}}</a> is online again on {{product}}{{#last_seen_at}} (since {{last_seen_at}}){{/last_seen_at}}.</p>
+{{#can_reply}}<p>Reply to this mail to give the device a task: the reply becomes a new "email" task on it.</p>{{/can_reply}}
+</body></html>
+)";
+
+constexpr const char* kDeviceOfflineText = R"(Hello{{#name}} {{name}}{{/name}},
+
+the device {{device_name}} went offline on {{product}}{{#last_seen_at}}; it was last seen at {{last_seen_at}}{{/last_seen_at}}.
+
+{{device_url}}
+{{#can_reply}}
+Reply to this mail to give the device a task: the reply becomes a new "email" task on it.
+{{/can_reply}}
+)";
+
+constexpr const char* kDeviceOfflineHtml = R"(<p>Hello{{#name}} {{name}}{{/name}},</p>
+<p>the device <a href="{{device_url}}">{{device_name}}</a> went offline on {{product}}{{#last_seen_at}}; it was last seen at {{last_seen_at}}{{/last_seen_at}}.</p>
+{{#can_reply}}<p>Reply to this mail to give the device a task: the reply becomes a new "email" task on it.</p>{{/can_reply}}
+</body></html>
+)";
+
+constexpr const char* kAnnouncementText = R"({{title}}
+
+{{body}}
+{{#link}}
+{{link}}
+{{/link}}
+-- 
+{{product}} · {{public_url}}
+)";
+
+constexpr const char* kAnnouncementHtml = R"(<h2>{{title}}</h2>
+<p style="white-space: pre-wrap">{{body}}</p>
+{{#link}}<p><a href="{{link}}">{{link}}</a></p>{{/link}}
+<p style="color: #666">{{product}} · <a href="{{public_url}}">{{public_url}}</a></p>
+</body></html>
+)";
+
+constexpr const char* kTestText = R"(This is a test mail from {{product}} ({{public_url}}).
+
+It was sent to {{to}} with the email config {{config_id}}{{#smtp_host}} through {{smtp_host}}{{/smtp_host}}.
+If you can read it, the mail settings work.
+)";
+
 std::string identity(const std::string& s) { return s; }
 
 Result<std::string> render_one(const std::string& source, const TemplateVars& vars, bool html) {
@@ -83,6 +211,17 @@ Templates Templates::builtin() {
   Templates t;
   t.templates_["verify-email"] = {"Confirm your email address for {{product}}", kVerifyText, kVerifyHtml, {"token", "link"}};
   t.templates_["reset-password"] = {"Reset your {{product}} password", kResetText, kResetHtml, {"token", "link"}};
+  auto html = [](const char* body) { return std::string(kHtmlHead) + body; };
+  t.templates_["task-created"] = {"[{{product}}] Task created: {{task_type}}{{#device_name}} on {{device_name}}{{/device_name}}",
+                                  kTaskCreatedText, html(kTaskCreatedHtml), {}};
+  t.templates_["task-completed"] = {"[{{product}}] Task completed: {{task_type}}{{#device_name}} on {{device_name}}{{/device_name}}",
+                                    kTaskCompletedText, html(kTaskCompletedHtml), {}};
+  t.templates_["task-failed"] = {"[{{product}}] Task failed: {{task_type}}{{#device_name}} on {{device_name}}{{/device_name}}",
+                                 kTaskFailedText, html(kTaskFailedHtml), {}};
+  t.templates_["device-online"] = {"[{{product}}] {{device_name}} is online", kDeviceOnlineText, html(kDeviceOnlineHtml), {}};
+  t.templates_["device-offline"] = {"[{{product}}] {{device_name}} is offline", kDeviceOfflineText, html(kDeviceOfflineHtml), {}};
+  t.templates_["announcement"] = {"[{{product}}] {{title}}", kAnnouncementText, html(kAnnouncementHtml), {}};
+  t.templates_["email-test"] = {"{{product}} test mail", kTestText, "", {}};
   return t;
 }
 

@@ -6,6 +6,7 @@
 #include "data/data.hpp"
 #include "devices/devices.hpp"
 #include "im/im.hpp"
+#include "notify/email_module.hpp"
 #include "notify/module.hpp"
 #include "notify/notifications.hpp"
 #include "platform/idempotency.hpp"
@@ -26,6 +27,7 @@ std::vector<platform::Module> all_modules() {
   m.push_back(devices::module());
   m.push_back(tasks::module());
   m.push_back(backups::module());  // after tasks: restores are sent as tasks (tasks::Submitter)
+  m.push_back(notify::email_module());  // after auth, devices, tasks: keys, configs per device, replies as task notes
   m.push_back(notify::notifications_module());  // last: it takes device and task events, finds Mailer, Accounts, Publisher
   // Each domain module adds itself here, after the modules whose services it finds.
   return m;

@@ -8,10 +8,13 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <set>
 #include <thread>
 
 #include "core/clock.hpp"
 #include "core/ids.hpp"
+#include "notify/email_delivery.hpp"
+#include "notify/email_module.hpp"
 #include "notify/outbox.hpp"
 #include "notify/outbox_mailer.hpp"
 #include "notify/smtp.hpp"
@@ -26,7 +29,7 @@ namespace fs = std::filesystem;
 std::unique_ptr<store::Database> outbox_db() {
   static int n = 0;
   auto db = std::move(store::Database::open("sqlite://" + testing::temp_dir() + "/outbox" + std::to_string(++n) + ".db")).value();
-  std::vector<store::ModuleMigrations> mods{{"notify", outbox::migrations()}};
+  std::vector<store::ModuleMigrations> mods{{"notify", outbox::migrations()}, {"email", email_migrations()}};
   auto st = testing::run(store::migrate(*db, mods));
   EXPECT_TRUE(st.ok());
   return db;
@@ -186,7 +189,8 @@ MailerSettings settings_for(std::optional<std::string> smtp_url) {
   s.from = "HarmarCloud <no-reply@example.test>";
   s.public_url = "https://cloud.example.test";
   s.attempts = 2;
-  s.retry_backoff_ms = 10;
+  s.retry_base_ms = 0;  // a retry is due at once: the tests drive the attempts themselves
+  s.retry_max_ms = 0;
   if (smtp_url) {
     SmtpSettings smtp;
     smtp.url = *smtp_url;
@@ -224,7 +228,7 @@ TEST(OutboxMailer, without_smtp_a_mail_is_logged_and_recorded_with_its_secret_re
 
 TEST(OutboxMailer, the_outbox_works_on_postgresql) {
   auto db = std::move(store::Database::open(testing::fresh_pg_schema_url("notify_outbox"))).value();
-  std::vector<store::ModuleMigrations> mods{{"notify", outbox::migrations()}};
+  std::vector<store::ModuleMigrations> mods{{"notify", outbox::migrations()}, {"email", email_migrations()}};
   auto migrated = testing::run(store::migrate(*db, mods));
   ASSERT_TRUE(migrated.ok()) << migrated.error().detail;
   OutboxMailer mailer(settings_for(std::nullopt), *db, Templates::builtin());
@@ -273,15 +277,39 @@ std::optional<std::string> received_by_sink(const std::string& to) {
 
 std::string unique_address(const char* what) { return std::string(what) + "-" + random_hex(6) + "@example.test"; }
 
+// A mailer and the delivery of one node over `db`, driven by hand (deliver_one) instead of workers.
+struct Queue {
+  std::shared_ptr<OutboxMailer> mailer;
+  std::shared_ptr<Delivery> delivery;
+};
+
+Queue queue_for(store::Database& db, MailerSettings settings) {
+  Queue q;
+  q.mailer = std::make_shared<OutboxMailer>(std::move(settings), db, Templates::builtin());
+  q.delivery = std::make_shared<Delivery>(db, q.mailer, nullptr, DeliveryOptions{});
+  return q;
+}
+
+bool deliver(Queue& q) {
+  auto one = testing::run(q.delivery->deliver_one());
+  EXPECT_TRUE(one.ok()) << (one.ok() ? "" : one.error().detail);
+  return one.ok() && *one;
+}
+
 TEST(OutboxMailer, smtp_delivers_to_a_real_server_and_the_outbox_says_sent) {
   auto db = outbox_db();
-  OutboxMailer mailer(settings_for(testing::require_env("HARMAR_TEST_SMTP_URL")), *db, Templates::builtin());
+  auto q = queue_for(*db, settings_for(testing::require_env("HARMAR_TEST_SMTP_URL")));
   std::string to = unique_address("verify");
   TemplateVars v;
   v["token"] = "tok-" + random_hex(8);
   v["name"] = "Ann";
-  auto st = testing::run(mailer.send_template("verify-email", to, v));
+  auto st = testing::run(q.mailer->send_template("verify-email", to, v));
   ASSERT_TRUE(st.ok()) << st.error().detail;
+  auto queued = outbox_rows(*db, to);
+  ASSERT_EQ(queued.size(), 1u);
+  EXPECT_EQ(queued[0].status, "queued");
+  ASSERT_TRUE(deliver(q));
+  EXPECT_FALSE(deliver(q)) << "nothing else is due";
   auto got = received_by_sink(to);
   ASSERT_TRUE(got.has_value()) << "the SMTP sink received nothing for " << to;
   EXPECT_NE(got->find("X-Envelope-From: no-reply@example.test"), std::string::npos);
@@ -295,47 +323,155 @@ TEST(OutboxMailer, smtp_delivers_to_a_real_server_and_the_outbox_says_sent) {
   EXPECT_EQ(rows[0].body->find(v["token"]), std::string::npos);
 }
 
+std::optional<std::string> sealed_message(store::Database& db, const std::string& id) {
+  auto rows = testing::run(db.query("SELECT message FROM outbox WHERE id = $1", {id}));
+  EXPECT_TRUE(rows.ok());
+  if (!rows.ok() || rows->empty()) return std::nullopt;
+  return rows->front().opt_text(0);
+}
+
+TEST(OutboxMailer, a_queued_message_is_sealed_at_rest_and_dropped_once_delivered) {
+  auto db = outbox_db();
+  auto q = queue_for(*db, settings_for(testing::require_env("HARMAR_TEST_SMTP_URL")));
+  std::string to = unique_address("sealed");
+  TemplateVars v;
+  v["token"] = "reset-" + random_hex(8);
+  ASSERT_TRUE(testing::run(q.mailer->send_template("reset-password", to, v)).ok());
+  auto rows = outbox_rows(*db, to);
+  ASSERT_EQ(rows.size(), 1u);
+  auto sealed = sealed_message(*db, rows[0].id);
+  ASSERT_TRUE(sealed.has_value());
+  EXPECT_EQ(sealed->find(v["token"]), std::string::npos) << "the queued message holds the token in clear";
+  EXPECT_EQ(sealed->find("Subject"), std::string::npos);
+  ASSERT_TRUE(deliver(q));
+  EXPECT_FALSE(sealed_message(*db, rows[0].id).has_value()) << "a sent mail keeps no message";
+}
+
 uint16_t closed_port() {
   asio::io_context ctx;
   asio::ip::tcp::acceptor a(ctx, {asio::ip::make_address("127.0.0.1"), 0});
   return a.local_endpoint().port();  // closed when `a` goes
 }
 
-TEST(OutboxMailer, an_unreachable_server_fails_after_the_bounded_attempts) {
+TEST(OutboxMailer, an_unreachable_server_is_retried_then_the_mail_is_dead) {
   auto db = outbox_db();
-  OutboxMailer mailer(settings_for("smtp://127.0.0.1:" + std::to_string(closed_port())), *db, Templates::builtin());
+  auto q = queue_for(*db, settings_for("smtp://127.0.0.1:" + std::to_string(closed_port())));
   Mail m;
   m.to = unique_address("down");
   m.subject = "hello";
   m.text = "body";
-  auto st = testing::run(mailer.send(m));
-  ASSERT_FALSE(st.ok());
-  EXPECT_EQ(st.error().status, 502);
-  EXPECT_EQ(st.error().code, "mail_delivery_failed");
+  ASSERT_TRUE(testing::run(q.mailer->send(m)).ok()) << "sending only queues";
+  ASSERT_TRUE(deliver(q));
   auto rows = outbox_rows(*db, m.to);
   ASSERT_EQ(rows.size(), 1u);
-  EXPECT_EQ(rows[0].status, "failed");
-  EXPECT_EQ(rows[0].attempts, 2);
+  EXPECT_EQ(rows[0].status, "queued") << "a refused connection is transient";
+  EXPECT_EQ(rows[0].attempts, 1);
   EXPECT_TRUE(rows[0].error.has_value());
+  ASSERT_TRUE(rows[0].next_at.has_value());
+  ASSERT_TRUE(deliver(q));
+  rows = outbox_rows(*db, m.to);
+  EXPECT_EQ(rows[0].status, "dead");
+  EXPECT_EQ(rows[0].attempts, 2);
   EXPECT_EQ(rows[0].body.value_or(""), "body");
+  EXPECT_FALSE(sealed_message(*db, rows[0].id).has_value());
+  EXPECT_FALSE(deliver(q)) << "a dead mail is never tried again";
+  auto dead = testing::run(outbox::list(*db, "dead", std::nullopt, 10));
+  ASSERT_TRUE(dead.ok());
+  ASSERT_EQ(dead->size(), 1u);
+  EXPECT_EQ((*dead)[0].id, rows[0].id);
+}
+
+TEST(OutboxMailer, the_backoff_doubles_and_is_capped) {
+  auto db = outbox_db();
+  auto s = settings_for(std::nullopt);
+  s.retry_base_ms = 1000;
+  s.retry_max_ms = 5000;
+  auto q = queue_for(*db, s);
+  for (int i = 0; i < 20; ++i) {
+    int64_t second = q.delivery->backoff_ms(2), third = q.delivery->backoff_ms(3), late = q.delivery->backoff_ms(10);
+    EXPECT_GE(second, 800);
+    EXPECT_LE(second, 1200);
+    EXPECT_GE(third, 1600);
+    EXPECT_LE(third, 2400);
+    EXPECT_GE(late, 4000);
+    EXPECT_LE(late, 6000);
+  }
+}
+
+TEST(OutboxMailer, a_mail_whose_node_died_mid_send_is_taken_over_and_the_dead_node_cannot_settle_it) {
+  auto db = outbox_db();
+  auto q = queue_for(*db, settings_for(testing::require_env("HARMAR_TEST_SMTP_URL")));
+  std::string to = unique_address("takeover");
+  Mail m;
+  m.to = to;
+  m.subject = "survives a crash";
+  m.text = "body";
+  ASSERT_TRUE(testing::run(q.mailer->send(m)).ok());
+  // Another node claims it with a lease that has already run out, then "dies".
+  auto claimed = testing::run(outbox::claim(*db, "dead-node", now_ms(), -1, 10));
+  ASSERT_TRUE(claimed.ok());
+  ASSERT_EQ(claimed->size(), 1u);
+  ASSERT_TRUE(deliver(q)) << "the expired lease is claimed again";
+  ASSERT_TRUE(received_by_sink(to).has_value());
+  auto rows = outbox_rows(*db, to);
+  EXPECT_EQ(rows[0].status, "sent");
+  EXPECT_EQ(rows[0].attempts, 2);
+  auto late = testing::run(outbox::settle(*db, rows[0].id, "dead-node", 1, "failed", std::string("late"), std::nullopt,
+                                          std::nullopt));
+  ASSERT_TRUE(late.ok());
+  EXPECT_FALSE(*late) << "a node whose lease was taken over changes nothing";
+  EXPECT_EQ(outbox_rows(*db, to)[0].status, "sent");
+}
+
+void claims_are_exclusive(store::Database& db) {
+  auto q = queue_for(db, settings_for("smtp://127.0.0.1:1"));
+  for (int i = 0; i < 6; ++i) {
+    Mail m;
+    m.to = unique_address("excl");
+    m.subject = "one of six";
+    m.text = "body";
+    ASSERT_TRUE(testing::run(q.mailer->send(m)).ok());
+  }
+  auto a = testing::run(outbox::claim(db, "node-a", now_ms(), 60'000, 4));
+  auto b = testing::run(outbox::claim(db, "node-b", now_ms(), 60'000, 4));
+  auto c = testing::run(outbox::claim(db, "node-c", now_ms(), 60'000, 4));
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  EXPECT_EQ(a->size(), 4u);
+  EXPECT_EQ(b->size(), 2u);
+  EXPECT_EQ(c->size(), 0u) << "a leased mail is nobody else's";
+  std::set<std::string> ids;
+  for (const auto& x : *a) ids.insert(x.id);
+  for (const auto& x : *b) ids.insert(x.id);
+  EXPECT_EQ(ids.size(), 6u);
+}
+
+TEST(OutboxMailer, claims_are_exclusive_on_sqlite) {
+  auto db = outbox_db();
+  claims_are_exclusive(*db);
+}
+
+TEST(OutboxMailer, claims_are_exclusive_on_postgresql) {
+  auto db = std::move(store::Database::open(testing::fresh_pg_schema_url("notify_claims"))).value();
+  std::vector<store::ModuleMigrations> mods{{"notify", outbox::migrations()}, {"email", email_migrations()}};
+  ASSERT_TRUE(testing::run(store::migrate(*db, mods)).ok());
+  claims_are_exclusive(*db);
 }
 
 TEST(OutboxMailer, starttls_required_refuses_a_server_that_does_not_offer_it) {
   auto db = outbox_db();
   auto s = settings_for(testing::require_env("HARMAR_TEST_SMTP_URL"));
   s.smtp->starttls = StartTls::Required;
-  OutboxMailer mailer(s, *db, Templates::builtin());
+  auto q = queue_for(*db, s);
   Mail m;
   m.to = unique_address("tls");
   m.subject = "must not travel in clear";
   m.text = "body";
-  auto st = testing::run(mailer.send(m));
-  ASSERT_FALSE(st.ok());
+  ASSERT_TRUE(testing::run(q.mailer->send(m)).ok());
+  ASSERT_TRUE(deliver(q));
   auto rows = outbox_rows(*db, m.to);
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_EQ(rows[0].status, "failed");
   EXPECT_EQ(rows[0].attempts, 1) << "a missing STARTTLS is not transient";
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
   std::string dir = testing::require_env("HARMAR_TEST_SMTP_DIR");
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir + "/new", ec)) {
