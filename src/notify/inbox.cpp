@@ -221,6 +221,7 @@ asio::awaitable<void> Inbox::mail(Notice n, std::string message_id) {
   vars["title"] = n.title;
   vars["body"] = n.body;
   vars["name"] = user->name;
+  vars["user_id"] = n.user_id;  // the user's email config (recipients, kinds, SMTP server) applies
   if (!message_id.empty()) vars["message_id"] = message_id;
   std::string name = template_for(n.kind);
   std::string to = user->email;

@@ -77,6 +77,9 @@ Result<Mail> OutboxMailer::render(const std::string& name, const std::string& to
   all.emplace("public_url", settings_.public_url);
   all.emplace("product", settings_.product);
   all["to"] = to;
+  // The notifications inbox passes a task's `type` and `status`; the templates name them task_*.
+  if (auto* type = var(vars, "type")) all.emplace("task_type", *type);
+  if (auto* status = var(vars, "status")) all.emplace("task_status", *status);
   if (auto* task = var(vars, "task_id")) all.emplace("task_url", settings_.public_url + "/v1/tasks/" + *task);
   if (auto* device = var(vars, "device_id")) all.emplace("device_url", settings_.public_url + "/v1/devices/" + *device);
   // A mail about a task or a device carries the token a reply brings back.

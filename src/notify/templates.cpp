@@ -130,7 +130,7 @@ constexpr const char* kTaskFailedHtml = R"(<p>Hello{{#name}} {{name}}{{/name}},<
 
 constexpr const char* kDeviceOnlineText = R"(Hello{{#name}} {{name}}{{/name}},
 
-the device {{device_name}} is online again on {{product}}{{#last_seen_at}} (since {{last_seen_at}}){{/last_seen_at}}.
+{{#device_name}}the device {{device_name}} is online again on {{product}}{{#last_seen_at}} (since {{last_seen_at}}){{/last_seen_at}}.{{/device_name}}{{^device_name}}{{body}}{{/device_name}}
 
 {{device_url}}
 {{#can_reply}}
@@ -139,14 +139,14 @@ Reply to this mail to give the device a task: the reply becomes a new "email" ta
 )";
 
 constexpr const char* kDeviceOnlineHtml = R"(<p>Hello{{#name}} {{name}}{{/name}},</p>
-<p>the device <a href="{{device_url}}">{{device_name}}</a> is online again on {{product}}{{#last_seen_at}} (since {{last_seen_at}}){{/last_seen_at}}.</p>
+<p>{{#device_name}}the device <a href="{{device_url}}">{{device_name}}</a> is online again on {{product}}{{#last_seen_at}} (since {{last_seen_at}}){{/last_seen_at}}.{{/device_name}}{{^device_name}}<a href="{{device_url}}">{{body}}</a>{{/device_name}}</p>
 {{#can_reply}}<p>Reply to this mail to give the device a task: the reply becomes a new "email" task on it.</p>{{/can_reply}}
 </body></html>
 )";
 
 constexpr const char* kDeviceOfflineText = R"(Hello{{#name}} {{name}}{{/name}},
 
-the device {{device_name}} went offline on {{product}}{{#last_seen_at}}; it was last seen at {{last_seen_at}}{{/last_seen_at}}.
+{{#device_name}}the device {{device_name}} went offline on {{product}}{{#last_seen_at}}; it was last seen at {{last_seen_at}}{{/last_seen_at}}.{{/device_name}}{{^device_name}}{{body}}{{/device_name}}
 
 {{device_url}}
 {{#can_reply}}
@@ -155,7 +155,7 @@ Reply to this mail to give the device a task: the reply becomes a new "email" ta
 )";
 
 constexpr const char* kDeviceOfflineHtml = R"(<p>Hello{{#name}} {{name}}{{/name}},</p>
-<p>the device <a href="{{device_url}}">{{device_name}}</a> went offline on {{product}}{{#last_seen_at}}; it was last seen at {{last_seen_at}}{{/last_seen_at}}.</p>
+<p>{{#device_name}}the device <a href="{{device_url}}">{{device_name}}</a> went offline on {{product}}{{#last_seen_at}}; it was last seen at {{last_seen_at}}{{/last_seen_at}}.{{/device_name}}{{^device_name}}<a href="{{device_url}}">{{body}}</a>{{/device_name}}</p>
 {{#can_reply}}<p>Reply to this mail to give the device a task: the reply becomes a new "email" task on it.</p>{{/can_reply}}
 </body></html>
 )";
@@ -218,8 +218,8 @@ Templates Templates::builtin() {
                                     kTaskCompletedText, html(kTaskCompletedHtml), {}};
   t.templates_["task-failed"] = {"[{{product}}] Task failed: {{task_type}}{{#device_name}} on {{device_name}}{{/device_name}}",
                                  kTaskFailedText, html(kTaskFailedHtml), {}};
-  t.templates_["device-online"] = {"[{{product}}] {{device_name}} is online", kDeviceOnlineText, html(kDeviceOnlineHtml), {}};
-  t.templates_["device-offline"] = {"[{{product}}] {{device_name}} is offline", kDeviceOfflineText, html(kDeviceOfflineHtml), {}};
+  t.templates_["device-online"] = {"[{{product}}] {{#device_name}}{{device_name}} is online{{/device_name}}{{^device_name}}{{title}}{{/device_name}}", kDeviceOnlineText, html(kDeviceOnlineHtml), {}};
+  t.templates_["device-offline"] = {"[{{product}}] {{#device_name}}{{device_name}} is offline{{/device_name}}{{^device_name}}{{title}}{{/device_name}}", kDeviceOfflineText, html(kDeviceOfflineHtml), {}};
   t.templates_["announcement"] = {"[{{product}}] {{title}}", kAnnouncementText, html(kAnnouncementHtml), {}};
   t.templates_["email-test"] = {"{{product}} test mail", kTestText, "", {}};
   return t;

@@ -243,6 +243,31 @@ TEST(NotificationTemplates, task_mails_reply_to_a_token_address_and_carry_it_in_
   EXPECT_EQ(nm->text.find("Reply to this mail"), std::string::npos);
 }
 
+TEST(NotificationTemplates, the_vars_the_notifications_inbox_passes_fill_them) {
+  // What notify/inbox.cpp gives: the task's type and status as `type` and `status`; a device
+  // notice's name is lost under the user's `name`, so device mails fall back to title and body.
+  auto db = email_db();
+  auto mailer = mailer_for(*db, "");
+  TemplateVars t;
+  t["task_id"] = new_id();
+  t["type"] = "build";
+  t["status"] = "failed";
+  t["error"] = "exit status 3";
+  t["title"] = "Task build failed";
+  auto failed = mailer.render("task-failed", "ann@example.test", t);
+  ASSERT_TRUE(failed.ok());
+  EXPECT_EQ(failed->subject, "[HarmarCloud] Task failed: build");
+  EXPECT_NE(failed->text.find("status failed"), std::string::npos) << failed->text;
+  TemplateVars d;
+  d["device_id"] = new_id();
+  d["title"] = "Device pi went offline";
+  d["body"] = "Device pi stopped sending heartbeats.";
+  auto off = mailer.render("device-offline", "ann@example.test", d);
+  ASSERT_TRUE(off.ok());
+  EXPECT_EQ(off->subject, "[HarmarCloud] Device pi went offline");
+  EXPECT_NE(off->text.find("Device pi stopped sending heartbeats."), std::string::npos) << off->text;
+}
+
 TEST(ReplyText, keeps_the_new_lines_and_drops_the_quote) {
   EXPECT_EQ(reply_text("Done, thanks.\r\n\r\nOn Tue, Ann wrote:\r\n> old\r\n", 4096), "Done, thanks.");
   EXPECT_EQ(reply_text("first\nsecond\n> quoted\nafter", 4096), "first\nsecond");
