@@ -1,5 +1,6 @@
 // harmar::tasks::module(): configuration keys, migrations, the device hooks it provides, the
 // routes, and the background loop (promoter, lease expiry, cron, retention).
+#include "core/metrics.hpp"
 #include "tasks/api.hpp"
 #include "tasks/repo.hpp"
 #include "tasks/service.hpp"
@@ -35,7 +36,15 @@ platform::Module module() {
     s.provide<TaskNotes>(*svc);
   };
   m.routes = [svc](net::Router& r, platform::Services& s) { install_routes(r, s, *svc); };
-  m.start = [svc](platform::Services&) { (*svc)->start(); };
+  m.start = [svc](platform::Services&) {
+    std::weak_ptr<Service> weak = *svc;
+    metrics::registry().gauge_fn("harmar_tasks_waiting_polls", "Agents' long-polls waiting for work on this node.",
+                                 [weak] {
+                                   auto s = weak.lock();
+                                   return s ? static_cast<double>(s->wakeups().waiting()) : 0.0;
+                                 });
+    (*svc)->start();
+  };
   m.drain = [svc] {
     if (*svc) (*svc)->drain();
   };

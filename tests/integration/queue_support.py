@@ -85,6 +85,16 @@ class User:
                 return items
 
 
+def waiting_polls(h):
+    """How many agents' long-polls wait for work on this node (the server's own gauge)."""
+    r = h.request("GET", "/metrics")
+    assert r.status == 200
+    for line in r.body.decode().splitlines():
+        if line.startswith("harmar_tasks_waiting_polls "):
+            return float(line.split()[1])
+    raise AssertionError("no harmar_tasks_waiting_polls in /metrics")
+
+
 class Device:
     def __init__(self, h, registered):
         self.h = h

@@ -2,13 +2,15 @@
 priorities, delays, targeting, cancel, dependencies, pause, rate limits, schedules, long-poll
 wake-ups, and 1 000 concurrent creations."""
 import concurrent.futures
+import json
+import socket
 import threading
 import time
 
 import pytest
 
 from harness import wait_until
-from queue_support import User, backend_args, wait_status
+from queue_support import User, backend_args, wait_status, waiting_polls
 
 BACKENDS = ["sqlite", "postgres"]
 
@@ -160,7 +162,7 @@ def test_cancel_a_queued_task_and_a_running_one_whose_device_is_told(harmar, bac
 
     th = threading.Thread(target=poll)
     th.start()
-    time.sleep(0.3)
+    wait_until(lambda: waiting_polls(h) == 1, what="the poll to wait")
     assert user.call("POST", f"/v1/tasks/{running['id']}/cancel").json()["task"]["status"] == "cancelled"
     th.join(timeout=20)
     assert result["body"]["cancel"] == [running["id"]] and result["took"] < 5
@@ -185,7 +187,7 @@ def test_a_long_poll_wakes_as_soon_as_work_arrives(harmar, backend):
 
     th = threading.Thread(target=poll)
     th.start()
-    time.sleep(0.5)
+    wait_until(lambda: waiting_polls(h) == 1, what="the poll to wait")
     t = user.create_task()
     th.join(timeout=30)
     assert [x["id"] for x in out["tasks"]] == [t["id"]]
@@ -194,6 +196,26 @@ def test_a_long_poll_wakes_as_soon_as_work_arrives(harmar, backend):
     start = time.monotonic()
     assert d.pending(max=1, wait_s=1)["tasks"] == []
     assert 0.9 <= time.monotonic() - start < 3
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_poll_whose_agent_hung_up_claims_nothing(harmar, backend):
+    h = harmar(*backend_args(backend))
+    user = User(h)
+    d = user.register_device()
+    # An agent killed mid-poll: its request is sent, then its connection closes.
+    body = json.dumps({"max": 1, "wait_s": 30}).encode()
+    s = socket.create_connection(("127.0.0.1", h.port))
+    s.sendall(b"POST /v1/daemon/tasks/pending HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              + f"Authorization: Bearer {d.key}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+    wait_until(lambda: waiting_polls(h) == 1, what="the poll to wait")
+    s.close()
+    t = user.create_task()
+    # The orphaned poll wakes, sees nobody there, and ends without leasing the task.
+    wait_until(lambda: waiting_polls(h) == 0, what="the orphaned poll to end")
+    assert user.task(t["id"])["status"] == "queued"
+    claimed = d.claim()
+    assert [x["id"] for x in claimed] == [t["id"]] and claimed[0]["attempts"] == 1
 
 
 def test_a_long_poll_on_one_node_wakes_for_a_task_created_on_another(harmar):
@@ -214,7 +236,7 @@ def test_a_long_poll_on_one_node_wakes_for_a_task_created_on_another(harmar):
 
     th = threading.Thread(target=poll)
     th.start()
-    time.sleep(0.5)
+    wait_until(lambda: waiting_polls(b) == 1, what="the poll to wait on the other node")
     t = user.create_task()
     th.join(timeout=30)
     assert [x["id"] for x in out["tasks"]] == [t["id"]]
@@ -260,7 +282,7 @@ def test_pause_and_resume_a_task_type(harmar, backend):
     out = {}
     th = threading.Thread(target=lambda: out.setdefault("t", d.pending(max=1, wait_s=20)["tasks"]))
     th.start()
-    time.sleep(0.3)
+    wait_until(lambda: waiting_polls(h) == 1, what="the poll to wait")
     assert user.call("POST", "/v1/task-types/build/resume").json()["paused"] is False
     th.join(timeout=20)
     assert [t["id"] for t in out["t"]] == [build["id"]]
@@ -285,8 +307,10 @@ def test_a_rate_limit_caps_how_many_tasks_of_a_type_start_per_period(harmar, bac
     second = d.pending(max=10, wait_s=10)["tasks"]  # woken when the window reopens
     assert len(second) == 3 and 1.0 <= time.monotonic() - start <= 4
     assert user.call("PATCH", "/v1/task-types/mail", {"rate_limit": None}).json()["rate_limit"] is None
-    time.sleep(1.2)  # the policy cache lives a second
-    assert len(d.claim(max=10)) == 1
+    # The policy cache lives a second: the last one comes once it has expired.
+    got = []
+    wait_until(lambda: got.extend(d.claim(max=10)) or len(got) >= 1, timeout=10, what="the limit to be gone")
+    assert len(got) == 1
 
 
 def test_schedules_are_validated_and_list(harmar):
