@@ -68,16 +68,8 @@ asio::awaitable<Response> list(Svc svc, Request& req) {
     co_return Error::validation("status must be online or offline", {{"status", "must be online or offline"}});
   auto items = co_await svc->list(platform::principal(req), page.after, page.limit + 1, status);
   if (!items) co_return items.error();
-  js::array out;
-  std::optional<std::string> next;
-  for (std::size_t i = 0; i < items->size(); ++i) {
-    if (static_cast<int>(i) == page.limit) {
-      next = (*items)[i - 1].id;
-      break;
-    }
-    out.push_back(to_json((*items)[i]));
-  }
-  co_return platform::list_response(std::move(out), next);
+  co_return platform::page_response(*items, page.limit, [](const auto& x) { return to_json(x); },
+                                    [](const auto& x) { return x.id; });
 }
 
 asio::awaitable<Response> get(Svc svc, Request& req) {
