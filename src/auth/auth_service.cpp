@@ -1082,26 +1082,12 @@ asio::awaitable<Result<User>> AuthService::find_or_create_by_email(std::string e
       co_return u;
     }
     User u;
-    u.id = new_id();
     u.email = *normal;
     u.name = name.substr(0, 200);
     u.email_verified = email_verified;
-    u.created_at_ms = now_ms();
-    u.roles = {"user"};
-    auto tx = co_await db_.begin();
-    if (!tx.ok()) co_return tx.error();
-    auto ins = co_await repo::insert_user(**tx, u, "");
-    if (!ins.ok()) {
-      if (is_conflict(ins.error())) continue;  // made meanwhile by another request: read it
-      co_return ins.error();
-    }
-    auto role = co_await repo::add_user_role(**tx, u.id, "user");
-    if (!role.ok()) co_return role.error();
-    auto c = co_await (*tx)->commit();
-    if (!c.ok()) co_return c.error();
-    AuditEvent e{"user.created", u.id, ClientInfo{}, js::object{{"via", "email"}}};
-    co_await audit(std::move(e));
-    co_return u;
+    auto made = co_await insert_plain_user(std::move(u), "email");
+    if (!made.ok() && is_conflict(made.error())) continue;  // made meanwhile by another request: read it
+    co_return made;
   }
   co_return Error::conflict("the account changed while it was being made; retry", "conflict");
 }
@@ -1113,32 +1099,22 @@ asio::awaitable<Result<User>> AuthService::find_or_create_by_phone(std::string p
     if (!found.ok()) co_return found.error();
     if (*found) co_return (*found)->user;
     User u;
-    u.id = new_id();
     u.phone = phone;
-    u.created_at_ms = now_ms();
-    u.roles = {"user"};
-    auto tx = co_await db_.begin();
-    if (!tx.ok()) co_return tx.error();
-    auto ins = co_await repo::insert_user(**tx, u, "");
-    if (!ins.ok()) {
-      if (is_conflict(ins.error())) continue;
-      co_return ins.error();
-    }
-    auto role = co_await repo::add_user_role(**tx, u.id, "user");
-    if (!role.ok()) co_return role.error();
-    auto c = co_await (*tx)->commit();
-    if (!c.ok()) co_return c.error();
-    AuditEvent e{"user.created", u.id, ClientInfo{}, js::object{{"via", "phone"}}};
-    co_await audit(std::move(e));
-    co_return u;
+    auto made = co_await insert_plain_user(std::move(u), "phone");
+    if (!made.ok() && is_conflict(made.error())) continue;
+    co_return made;
   }
   co_return Error::conflict("the account changed while it was being made; retry", "conflict");
 }
 
 asio::awaitable<Result<User>> AuthService::create_user_without_email(std::string name) {
   User u;
-  u.id = new_id();
   u.name = name.substr(0, 200);
+  co_return co_await insert_plain_user(std::move(u), "identity");
+}
+
+asio::awaitable<Result<User>> AuthService::insert_plain_user(User u, const char* via) {
+  u.id = new_id();
   u.created_at_ms = now_ms();
   u.roles = {"user"};
   auto tx = co_await db_.begin();
@@ -1149,7 +1125,7 @@ asio::awaitable<Result<User>> AuthService::create_user_without_email(std::string
   if (!role.ok()) co_return role.error();
   auto c = co_await (*tx)->commit();
   if (!c.ok()) co_return c.error();
-  AuditEvent e{"user.created", u.id, ClientInfo{}, js::object{{"via", "identity"}}};
+  AuditEvent e{"user.created", u.id, ClientInfo{}, js::object{{"via", via}}};
   co_await audit(std::move(e));
   co_return u;
 }

@@ -186,6 +186,10 @@ class AuthService : public Accounts {
   void on_revoked_message(std::string_view payload);
 
  private:
+  // Stores `u` as a new account with the role "user" (id and time filled in) in one transaction
+  // and audits it as made `via` (a string literal). A unique-key clash is returned as the store's
+  // conflict, for callers that then look the account up again.
+  asio::awaitable<Result<User>> insert_plain_user(User u, const char* via);
   asio::awaitable<Status> rate_limit(std::string key, int limit);
   asio::awaitable<Result<TokenPair>> issue(const User& user, const repo::SessionRow& session);
   std::string sign_access_token(const User& user, const repo::SessionRow& session, int64_t now);
