@@ -16,6 +16,21 @@
 
 namespace harmar::data {
 
+namespace {
+
+// Takes the next item of a comma-separated query value (sort, expand, fields) off the front of
+// `spec`, without surrounding spaces; "" for an empty item.
+std::string_view next_list_item(std::string_view& spec) {
+  auto comma = spec.find(',');
+  std::string_view item = spec.substr(0, comma);
+  spec = comma == std::string_view::npos ? std::string_view() : spec.substr(comma + 1);
+  while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+  while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+  return item;
+}
+
+}  // namespace
+
 RequestContext Caller::context(const js::object* body) const {
   RequestContext ctx;
   if (who) {
@@ -97,11 +112,7 @@ Result<std::vector<SortKey>> parse_sort(const Collection& c, std::string_view sp
   std::vector<SortKey> keys;
   auto bad = [](std::string msg) { return Error{422, "invalid_sort", "sort " + msg, {{"sort", msg}}}; };
   while (!spec.empty()) {
-    auto comma = spec.find(',');
-    std::string_view item = spec.substr(0, comma);
-    spec = comma == std::string_view::npos ? std::string_view() : spec.substr(comma + 1);
-    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
-    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    std::string_view item = next_list_item(spec);
     if (item.empty()) continue;
     SortKey k;
     if (item.front() == '-' || item.front() == '+') {
@@ -225,11 +236,7 @@ Result<ExpandTree> parse_expand(std::string_view spec, int max_depth, std::size_
   std::size_t paths = 0;
   auto bad = [](std::string msg) { return Error{422, "invalid_expand", "expand " + msg, {{"expand", msg}}}; };
   while (!spec.empty()) {
-    auto comma = spec.find(',');
-    std::string_view item = spec.substr(0, comma);
-    spec = comma == std::string_view::npos ? std::string_view() : spec.substr(comma + 1);
-    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
-    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    std::string_view item = next_list_item(spec);
     if (item.empty()) continue;
     if (++paths > max_paths) return bad(fmt::format("names more than {} paths", max_paths));
     ExpandTree* node = &root;
@@ -373,11 +380,7 @@ namespace {
 Result<std::vector<std::string>> parse_fields(const Collection& c, std::string_view spec) {
   std::vector<std::string> out;
   while (!spec.empty()) {
-    auto comma = spec.find(',');
-    std::string_view item = spec.substr(0, comma);
-    spec = comma == std::string_view::npos ? std::string_view() : spec.substr(comma + 1);
-    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
-    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    std::string_view item = next_list_item(spec);
     if (item.empty()) continue;
     bool ok = is_system_field(item) || item == "expand" || c.field(item) ||
               (c.document && valid_json_path(item) && item.find('.') == std::string_view::npos);
