@@ -18,6 +18,7 @@
 
 #include "agent/client.hpp"
 #include "agent/runner.hpp"
+#include "core/clock.hpp"
 #include "core/log.hpp"
 #include "core/version.hpp"
 
@@ -395,20 +396,10 @@ class Agent {
     rt->attempt = integer(t, "attempts", -1);
     // Keep the lease alive at a third of its length (the server tells it in lease_expires_at).
     rt->keepalive = std::chrono::milliseconds(20'000);
-    if (auto lease = str(t, "lease_expires_at"); !lease.empty()) {
-      // Parsed loosely: the claim just happened, so "now + lease" is what it says.
-      std::tm tm{};
-      int ms = 0;
-      if (sscanf(lease.c_str(), "%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
-                 &tm.tm_sec, &ms) >= 6) {
-        tm.tm_year -= 1900;
-        tm.tm_mon -= 1;
-        int64_t expires_ms = static_cast<int64_t>(timegm(&tm)) * 1000 + ms;
-        int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                             std::chrono::system_clock::now().time_since_epoch()).count();
-        int64_t lease_ms = std::max<int64_t>(expires_ms - now_ms, 600);
-        rt->keepalive = std::chrono::milliseconds(std::max<int64_t>(lease_ms / 3, 200));
-      }
+    if (auto expires = parse_rfc3339(str(t, "lease_expires_at"))) {
+      // The claim just happened, so "now + lease" is what it says.
+      int64_t lease_ms = std::max<int64_t>(*expires - now_ms(), 600);
+      rt->keepalive = std::chrono::milliseconds(std::max<int64_t>(lease_ms / 3, 200));
     }
     rt->next_keepalive = Clock::now() + rt->keepalive;
     {
