@@ -152,8 +152,10 @@ TEST_P(SqlMigrate, concurrent_migrations_apply_each_step_once) {
 
 // MariaDB refuses a module that has SQL for the others but none for it, naming the module, rather
 // than recording a step it never ran.
-TEST_P(SqlMigrate, a_module_without_a_mariadb_schema_is_refused_there_by_name) {
-  if (!mysql()) GTEST_SKIP() << "MariaDB only";
+// Instantiated on MariaDB alone: no skipped runs on the other backends.
+class SqlMigrateMysql : public SqlMigrate {};
+
+TEST_P(SqlMigrateMysql, a_module_without_a_mariadb_schema_is_refused_there_by_name) {
   ModuleMigrations m{"legacy", {{1, "t", "CREATE TABLE legacy_t (x INTEGER);", "CREATE TABLE legacy_t (x INTEGER);"}}};
   run([&]() -> asio::awaitable<void> {
     auto r = co_await migrate(*db_, mods(m));
@@ -165,6 +167,7 @@ TEST_P(SqlMigrate, a_module_without_a_mariadb_schema_is_refused_there_by_name) {
 
 INSTANTIATE_TEST_SUITE_P(Backends, SqlMigrate, ::testing::Values(Backend::Sqlite, Backend::Postgres, Backend::Mysql),
                          param_name);
+INSTANTIATE_TEST_SUITE_P(Backends, SqlMigrateMysql, ::testing::Values(Backend::Mysql), param_name);
 
 }  // namespace
 }  // namespace harmar::store::sqltest
