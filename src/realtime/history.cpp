@@ -1,9 +1,16 @@
 #include "realtime/history.hpp"
 
+#include <fmt/format.h>
+
+#include <algorithm>
 #include <map>
 #include <string_view>
 
 namespace harmar::realtime {
+
+namespace {
+constexpr std::size_t kEventsPerInsert = 64;
+}  // namespace
 
 std::vector<store::Migration> history_migrations() {
   const char* ddl =
@@ -33,11 +40,22 @@ boost::asio::awaitable<Result<std::vector<int64_t>>> History::append(const std::
     int64_t first = last->front().integer(0) - n + 1;
     for (std::size_t k = 0; k < indexes.size(); ++k) seqs[indexes[k]] = first + static_cast<int64_t>(k);
   }
-  for (std::size_t i = 0; i < events.size(); ++i) {
-    const auto& e = events[i];
-    auto ins = co_await tx->exec("INSERT INTO rt_events (channel, seq, type, data, created_at) VALUES ($1, $2, $3, $4, $5)",
-                                 {e.channel, seqs[i], e.type, e.data, e.at_ms});
+  // Several rows per statement, in power-of-two counts so that each connection prepares only a
+  // few statements: a batch of events costs the database a handful of statements, not one each.
+  for (std::size_t i = 0; i < events.size();) {
+    std::size_t n = 1;
+    while (n * 2 <= std::min<std::size_t>(events.size() - i, kEventsPerInsert)) n *= 2;
+    std::string sql = "INSERT INTO rt_events (channel, seq, type, data, created_at) VALUES ";
+    store::Params params;
+    params.reserve(n * 5);
+    for (std::size_t k = 0; k < n; ++k) {
+      const auto& e = events[i + k];
+      sql += fmt::format("{}(${}, ${}, ${}, ${}, ${})", k ? ", " : "", 5 * k + 1, 5 * k + 2, 5 * k + 3, 5 * k + 4, 5 * k + 5);
+      params.insert(params.end(), {e.channel, seqs[i + k], e.type, e.data, e.at_ms});
+    }
+    auto ins = co_await tx->exec(sql, std::move(params));
     if (!ins.ok()) co_return ins.error();
+    i += n;
   }
   auto committed = co_await tx->commit();
   if (!committed.ok()) co_return committed.error();
