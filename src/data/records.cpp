@@ -11,6 +11,7 @@
 #include "core/log.hpp"
 #include "data/cache.hpp"
 #include "data/ddl.hpp"
+#include "data/group_insert.hpp"
 #include "data/jsonschema.hpp"
 #include "data/plan_check.hpp"
 
@@ -256,7 +257,13 @@ Result<ExpandTree> parse_expand(std::string_view spec, int max_depth, std::size_
 }  // namespace
 
 Records::Records(store::Database& db, Collections& collections, store::BlobStore& blobs, RecordSettings settings)
-    : db_(db), collections_(collections), blobs_(blobs), settings_(std::move(settings)) {}
+    : db_(db),
+      collections_(collections),
+      blobs_(blobs),
+      settings_(std::move(settings)),
+      inserts_(std::make_unique<GroupInsert>(db)) {}
+
+Records::~Records() = default;
 
 asio::awaitable<void> Records::publish(std::vector<Event> events) {
   for (auto& ev : events) {
@@ -514,7 +521,7 @@ asio::awaitable<Result<js::object>> Records::view(std::string collection, std::s
 
 asio::awaitable<Result<js::object>> Records::create_in(store::Querier& q, const Entry& e, const Caller& caller,
                                                        js::object body, std::vector<Event>& events,
-                                                       bool keep_system_fields) {
+                                                       bool keep_system_fields, GroupInsert* group) {
   if (!caller.admin && e.c.rule(Operation::Create).admins_only()) co_return denied(caller, Operation::Create, e.c.name);
   std::vector<FieldError> errors;
   std::string id;
@@ -587,12 +594,18 @@ asio::awaitable<Result<js::object>> Records::create_in(store::Querier& q, const 
     names += (i ? ", " : "") + quote_ident(cols[i]);
     values += (i ? ", $" : "$") + std::to_string(i + 1);
   }
-  std::string sql = fmt::format("INSERT INTO {} ({}) VALUES ({})", quote_ident(e.c.table()), names, values);
-  auto r = co_await q.exec(sql, std::move(params));
-  if (!r) {
-    if (r.error().code == "conflict")
+  std::string head = fmt::format("INSERT INTO {} ({})", quote_ident(e.c.table()), names);
+  Status written;
+  if (group) {
+    written = co_await group->insert(std::move(head), cols.size(), std::move(params));
+  } else {
+    auto r = co_await q.exec(head + " VALUES (" + values + ")", std::move(params));
+    if (!r) written = std::move(r).error();
+  }
+  if (!written) {
+    if (written.error().code == "conflict")
       co_return Error::conflict("a record with this id or with one of these unique values exists", "unique_violation");
-    co_return std::move(r).error();
+    co_return std::move(written).error();
   }
   events.push_back({e.c.name, "record.created", record});
   co_return record;
@@ -603,7 +616,7 @@ asio::awaitable<Result<js::object>> Records::create(std::string collection, Call
   if (!er) co_return std::move(er).error();
   EntryPtr entry = *er;
   std::vector<Event> events;
-  auto r = co_await create_in(db_, *entry, caller, std::move(body), events);
+  auto r = co_await create_in(db_, *entry, caller, std::move(body), events, false, inserts_.get());
   if (!r) co_return r;
   co_await publish(std::move(events));
   co_return r;

@@ -26,6 +26,7 @@
 
 namespace harmar::data {
 
+class GroupInsert;
 class RecordCache;
 class PlanChecker;
 
@@ -79,6 +80,7 @@ struct FileDownload {
 class Records {
  public:
   Records(store::Database& db, Collections& collections, store::BlobStore& blobs, RecordSettings settings);
+  ~Records();
 
   void set_publisher(PublishFn p) { publish_ = std::move(p); }
   void set_cache(std::shared_ptr<RecordCache> c) { cache_ = std::move(c); }
@@ -125,8 +127,10 @@ class Records {
  private:
   friend class Transfer;
   struct Loaded;
+  // With `group`, the row is written through it (outside any transaction) instead of through `q`.
   asio::awaitable<Result<js::object>> create_in(store::Querier& q, const Entry& e, const Caller& caller, js::object body,
-                                                std::vector<Event>& events, bool keep_system_fields = false);
+                                                std::vector<Event>& events, bool keep_system_fields = false,
+                                                GroupInsert* group = nullptr);
   asio::awaitable<Result<js::object>> update_in(store::Querier& q, const Entry& e, const std::string& id,
                                                 const Caller& caller, js::object body, bool replace,
                                                 std::optional<int64_t> if_match, std::vector<Event>& events);
@@ -153,6 +157,7 @@ class Records {
   PublishFn publish_;
   std::shared_ptr<RecordCache> cache_;
   std::shared_ptr<PlanChecker> plan_;
+  std::unique_ptr<GroupInsert> inserts_;  // creates outside a batch, grouped per event loop
 };
 
 // Shared by records.cpp, files.cpp and transfer.cpp.

@@ -1,9 +1,12 @@
 // The records suite: the same tests on SQLite, PostgreSQL and (when HARMAR_TEST_MARIADB_URL is
 // set, as scripts/test-services.sh does) MariaDB.
+#include <boost/asio/detached.hpp>
 #include <fmt/format.h>
 
 #include <set>
 
+#include "core/ids.hpp"
+#include "data/group_insert.hpp"
 #include "data_test_support.hpp"
 
 namespace harmar::data::testing_support {
@@ -396,6 +399,92 @@ TEST_P(Records_, unique_fields_refuse_duplicates) {
   auto dup = run(records->create("users2", anonymous(), js::parse(R"({"email": "a@x"})").as_object()));
   ASSERT_FALSE(dup.ok());
   EXPECT_EQ(dup.error().status, 409);
+}
+
+TEST_P(Records_, concurrent_creates_each_get_their_own_outcome) {
+  define(R"({"name": "users3", "fields": [{"name": "email", "type": "text", "unique": true}, {"name": "n", "type": "number"}],
+             "rules": {"create": "", "list": ""}})");
+  create("users3", anonymous(), R"({"email": "taken@x"})");
+  events.clear();
+  // Started together on one event loop, so that they are written in groups: two of them take an
+  // address that exists, two share one, the rest are fine.
+  constexpr int kCreates = 40;
+  std::vector<std::optional<Result<js::object>>> results(kCreates);
+  auto keep = [&results](std::size_t i, asio::awaitable<Result<js::object>> a) -> asio::awaitable<void> {
+    results[i] = co_await std::move(a);
+  };
+  for (int i = 0; i < kCreates; ++i) {
+    std::string email = i == 7 || i == 30 ? "taken@x" : i == 12 || i == 13 ? "twice@x" : fmt::format("u{}@x", i);
+    js::object body{{"email", email}, {"n", i}};
+    asio::co_spawn(ioc, keep(static_cast<std::size_t>(i), records->create("users3", anonymous(), std::move(body))),
+                   asio::detached);
+  }
+  ioc.restart();
+  ioc.run();
+  int created = 0, twice = 0;
+  for (int i = 0; i < kCreates; ++i) {
+    ASSERT_TRUE(results[static_cast<std::size_t>(i)].has_value()) << i;
+    const auto& r = *results[static_cast<std::size_t>(i)];
+    if (i == 7 || i == 30) {
+      ASSERT_FALSE(r.ok()) << i;
+      EXPECT_EQ(r.error().status, 409);
+      EXPECT_EQ(r.error().code, "unique_violation");
+    } else if (i == 12 || i == 13) {
+      twice += r.ok() ? 1 : 0;
+      if (!r.ok()) {
+        EXPECT_EQ(r.error().code, "unique_violation");
+      }
+    } else {
+      ASSERT_TRUE(r.ok()) << i << ": " << r.error().detail;
+      EXPECT_EQ(r->at("n").as_int64(), i);
+      EXPECT_EQ(r->at("version").as_int64(), 1);
+    }
+    created += r.ok() ? 1 : 0;
+  }
+  EXPECT_EQ(twice, 1);
+  EXPECT_EQ(created, kCreates - 3);
+  EXPECT_EQ(events.size(), static_cast<std::size_t>(kCreates - 3));
+  auto all = list_all("users3", anonymous());
+  EXPECT_EQ(all.size(), static_cast<std::size_t>(kCreates - 3 + 1));
+  std::set<std::string> emails;
+  for (const auto& r : all) emails.insert(std::string(r.at("email").as_string()));
+  EXPECT_EQ(emails.size(), all.size());
+  EXPECT_EQ(emails.count("u39@x"), 1u);
+}
+
+TEST_P(Records_, inserts_that_wait_together_go_in_one_statement) {
+  define(R"({"name": "pairs", "fields": [{"name": "k", "type": "text"}], "rules": {"list": ""}})");
+  GroupInsert inserts(*db);
+  constexpr int kRows = 20;
+  std::vector<std::optional<Status>> results(kRows);
+  std::string dup = new_id();
+  for (int i = 0; i < kRows; ++i) {
+    std::string id = i == 5 || i == 17 ? dup : new_id();
+    store::Params row{id, int64_t{1}, int64_t{1}, int64_t{1}, fmt::format("k{}", i)};
+    asio::co_spawn(ioc, inserts.insert(R"(INSERT INTO "c_pairs" ("id", "created_at", "updated_at", "version", "k"))", 5,
+                                       std::move(row)),
+                   [&results, i](std::exception_ptr e, Status s) {
+                     if (!e) results[static_cast<std::size_t>(i)] = std::move(s);
+                   });
+  }
+  ioc.restart();
+  ioc.run();
+  EXPECT_GT(inserts.largest_group(), 1u);
+  int refused = 0;
+  for (int i = 0; i < kRows; ++i) {
+    ASSERT_TRUE(results[static_cast<std::size_t>(i)].has_value()) << i;
+    const Status& s = *results[static_cast<std::size_t>(i)];
+    if (i == 5 || i == 17) {  // one of the two that share an id
+      refused += s.ok() ? 0 : 1;
+      if (!s.ok()) {
+        EXPECT_EQ(s.error().code, "conflict");
+      }
+    } else {
+      EXPECT_TRUE(s.ok()) << i << ": " << s.error().detail;
+    }
+  }
+  EXPECT_EQ(refused, 1);
+  EXPECT_EQ(list_all("pairs", anonymous()).size(), static_cast<std::size_t>(kRows - 1));
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, Records_, ::testing::ValuesIn(backends()),
