@@ -177,9 +177,9 @@ asio::awaitable<Response> list_records(platform::Services& s, State st, Request&
   q.expand = req.query_param("expand");
   if (q.filter && q.filter->size() > 4096)
     co_return Error::validation("filter is longer than 4096 bytes", {{"filter", "is too long"}});
-  auto result = co_await st->records->list(collection_param(req), caller_of(s, req), std::move(q));
+  auto result = co_await st->records->list(collection_param(req), caller_of(s, req), std::move(q), true);
   if (!result) co_return result.error();
-  Response r = platform::list_response(std::move(result->items), result->next);
+  Response r(200, std::move(result->json));
   for (const auto& w : result->warnings) r.header("Warning", "299 harmar \"" + w + "\"");
   co_return r;
 }

@@ -7,6 +7,7 @@
 #include "data/api.hpp"
 #include "data/cache.hpp"
 #include "data/data.hpp"
+#include "data/list_cache.hpp"
 #include "data/migrations.hpp"
 #include "data/plan_check.hpp"
 #include "realtime/realtime.hpp"
@@ -31,6 +32,12 @@ void add_config_keys(config::Schema& s) {
   s.add({"data.cache_ttl", Type::Duration, "60s", "how long Redis keeps a cached record", 1000, 86'400'000});
   s.add({"data.cache_local_ttl", Type::Duration, "5s", "how long a node's LRU keeps a cached record", 0, 3'600'000});
   s.add({"data.cache_local_entries", Type::Int, "10000", "records a node's LRU holds (0: no local tier)", 0, 10'000'000});
+  s.add({"data.list_cache", Type::Bool, "true",
+         "keep pages of record lists in memory until their collection is written (with --redis, on any node)"});
+  s.add({"data.list_cache_bytes", Type::Size, "16MiB", "memory the list cache may hold", 0, int64_t(1) << 32});
+  s.add({"data.list_cache_ttl", Type::Duration, "5s",
+         "how long a kept list page may be served (bounds staleness when another node's invalidation is lost)", 1,
+         3'600'000});
   s.add({"data.unindexed_filters", Type::String, "warn",
          "a filter whose query plan reads a whole large collection: warn (log + Warning header), refuse (400) or off",
          0, INT64_MAX, {"warn", "refuse", "off"}});
@@ -41,6 +48,7 @@ void add_config_keys(config::Schema& s) {
 struct State {
   std::shared_ptr<ApiState> api = std::make_shared<ApiState>();
   std::shared_ptr<RecordCache> cache;
+  std::shared_ptr<ListCache> lists;
   std::unique_ptr<store::Subscription> schema_sub;
   std::shared_ptr<asio::steady_timer> timer;
   std::shared_ptr<bool> stopped = std::make_shared<bool>(false);
@@ -127,6 +135,13 @@ platform::Module module() {
       state->cache = std::make_shared<RecordCache>(s.kv, s.pubsub, co);
       api.records->set_cache(state->cache);
     }
+    if (s.config.get_bool("data.list_cache") && s.config.get_size("data.list_cache_bytes") > 0) {
+      ListCache::Options lo;
+      lo.max_bytes = static_cast<std::size_t>(s.config.get_size("data.list_cache_bytes"));
+      lo.ttl_ms = s.config.get_duration_ms("data.list_cache_ttl");
+      state->lists = std::make_shared<ListCache>(lo);
+      api.records->set_list_cache(state->lists);
+    }
     std::weak_ptr<Records> records = api.records;
     platform::Services* services = &s;
     api.collections->on_dropped([records, services](const Collection& c) {
@@ -153,6 +168,7 @@ platform::Module module() {
       asio::co_spawn(ex, reload_once(collections), asio::detached);
     });
     if (state->cache) state->cache->start(ex);
+    if (state->lists && !s.config.get_string("redis").empty()) state->lists->share(s.pubsub, ex);
     state->timer = std::make_shared<asio::steady_timer>(s.background);
     asio::co_spawn(s.background, reload_forever(collections, state->timer, state->stopped), asio::detached);
   };

@@ -13,7 +13,9 @@
 #include "data/ddl.hpp"
 #include "data/group_insert.hpp"
 #include "data/jsonschema.hpp"
+#include "data/list_cache.hpp"
 #include "data/plan_check.hpp"
+#include "platform/api.hpp"
 
 namespace harmar::data {
 
@@ -266,6 +268,10 @@ Records::Records(store::Database& db, Collections& collections, store::BlobStore
 Records::~Records() = default;
 
 asio::awaitable<void> Records::publish(std::vector<Event> events) {
+  if (list_cache_) {
+    for (std::size_t i = 0; i < events.size(); ++i)
+      if (i == 0 || events[i].collection != events[i - 1].collection) list_cache_->written(events[i].collection);
+  }
   for (auto& ev : events) {
     if (cache_ && ev.type != "record.created") {
       const js::value* id = ev.record.if_contains("id");
@@ -411,7 +417,7 @@ void project(js::object& record, const std::vector<std::string>& fields) {
 
 }  // namespace
 
-asio::awaitable<Result<Page>> Records::list(std::string collection, Caller caller, ListQuery q) {
+asio::awaitable<Result<Page>> Records::list(std::string collection, Caller caller, ListQuery q, bool as_json) {
   auto er = co_await collections_.get(collection);
   if (!er) co_return std::move(er).error();
   EntryPtr entry = *er;
@@ -451,6 +457,17 @@ asio::awaitable<Result<Page>> Records::list(std::string collection, Caller calle
   std::string sql = select_sql(e) + where(conds) + " ORDER BY " + order_by(*keys, d) + " LIMIT " +
                     p.add(static_cast<int64_t>(q.limit) + 1);
   Page page;
+  // The key is taken before the query, with the collection's generation then: a write that
+  // commits meanwhile makes what this query reads unreachable.
+  bool cacheable = as_json && list_cache_ && !(q.expand && !q.expand->empty());
+  std::string cache_key;
+  if (cacheable) {
+    cache_key = list_cache_->key(e.c.name, sql, p.params, q.fields.value_or(""));
+    if (auto hit = list_cache_->get(cache_key)) {
+      page.json = std::move(*hit);
+      co_return page;
+    }
+  }
   if (plan_ && !filter_sql.empty()) {
     auto verdict = co_await plan_->check(e, sql, p.params);
     if (!verdict) co_return std::move(verdict).error();
@@ -477,6 +494,11 @@ asio::awaitable<Result<Page>> Records::list(std::string collection, Caller calle
   for (auto& r : records) {
     project(r, fields);
     page.items.emplace_back(std::move(r));
+  }
+  if (as_json) {
+    page.json = platform::list_response(std::move(page.items), page.next).body;
+    page.items = {};
+    if (cacheable && page.warnings.empty()) list_cache_->put(cache_key, page.json);
   }
   co_return page;
 }

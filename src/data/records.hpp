@@ -27,6 +27,7 @@
 namespace harmar::data {
 
 class GroupInsert;
+class ListCache;
 class RecordCache;
 class PlanChecker;
 
@@ -47,6 +48,7 @@ struct Page {
   js::array items;
   std::optional<std::string> next;  // the cursor position after the last item
   std::vector<std::string> warnings;  // e.g. an unindexed filter over a large collection
+  std::string json;  // list(..., as_json = true): the page as the API's body, instead of items
 };
 
 struct WriteOp {
@@ -84,10 +86,13 @@ class Records {
 
   void set_publisher(PublishFn p) { publish_ = std::move(p); }
   void set_cache(std::shared_ptr<RecordCache> c) { cache_ = std::move(c); }
+  void set_list_cache(std::shared_ptr<ListCache> c) { list_cache_ = std::move(c); }
   void set_plan_checker(std::shared_ptr<PlanChecker> p) { plan_ = std::move(p); }
   const RecordSettings& settings() const { return settings_; }
 
-  asio::awaitable<Result<Page>> list(std::string collection, Caller caller, ListQuery q);
+  // With as_json the page comes as the API's body ({items, next_cursor}) in Page::json, from the
+  // list cache when it holds it.
+  asio::awaitable<Result<Page>> list(std::string collection, Caller caller, ListQuery q, bool as_json = false);
   asio::awaitable<Result<js::object>> view(std::string collection, std::string id, Caller caller,
                                            std::optional<std::string> fields, std::optional<std::string> expand);
   asio::awaitable<Result<js::object>> create(std::string collection, Caller caller, js::object body);
@@ -156,6 +161,7 @@ class Records {
   RecordSettings settings_;
   PublishFn publish_;
   std::shared_ptr<RecordCache> cache_;
+  std::shared_ptr<ListCache> list_cache_;
   std::shared_ptr<PlanChecker> plan_;
   std::unique_ptr<GroupInsert> inserts_;  // creates outside a batch, grouped per event loop
 };

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "core/json.hpp"
+#include "data/list_cache.hpp"
 #include "data/records.hpp"
 
 namespace harmar::data {
@@ -197,6 +198,7 @@ asio::awaitable<Result<int64_t>> Records::import_records(std::string collection,
   }
   auto committed = co_await tx.commit();
   if (!committed) co_return std::move(committed).error();
+  if (list_cache_) list_cache_->written(entry->c.name);
   co_return static_cast<int64_t>(items.size());
 }
 

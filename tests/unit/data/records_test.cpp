@@ -7,6 +7,7 @@
 
 #include "core/ids.hpp"
 #include "data/group_insert.hpp"
+#include "data/list_cache.hpp"
 #include "data_test_support.hpp"
 
 namespace harmar::data::testing_support {
@@ -450,6 +451,66 @@ TEST_P(Records_, concurrent_creates_each_get_their_own_outcome) {
   for (const auto& r : all) emails.insert(std::string(r.at("email").as_string()));
   EXPECT_EQ(emails.size(), all.size());
   EXPECT_EQ(emails.count("u39@x"), 1u);
+}
+
+TEST_P(Records_, cached_list_pages_follow_every_write_and_are_never_shared_between_callers) {
+  define(kNotes);
+  auto cache = std::make_shared<ListCache>(ListCache::Options{});
+  records->set_list_cache(cache);
+  Caller a = user("user-a"), b = user("user-b");
+  js::object a1 = create("notes", a, R"({"title": "a1", "owner": "user-a"})");
+  create("notes", b, R"({"title": "b1", "owner": "user-b"})");
+  auto titles = [&](const Caller& who, std::optional<std::string> fields = {}) {
+    ListQuery q;
+    q.fields = std::move(fields);
+    auto p = run(records->list("notes", who, q, true));
+    EXPECT_TRUE(p.ok()) << (p.ok() ? "" : p.error().detail);
+    std::vector<std::string> out;
+    if (!p.ok()) return out;
+    EXPECT_TRUE(p->items.empty());
+    js::object body = js::parse(p->json).as_object();
+    EXPECT_TRUE(body.at("next_cursor").is_null());
+    for (const auto& r : body.at("items").as_array()) {
+      const auto& o = r.as_object();
+      out.push_back(o.contains("title") ? std::string(o.at("title").as_string()) : "?");
+      if (fields) {
+        EXPECT_EQ(o.size(), 2u);  // id and title
+      }
+    }
+    return out;
+  };
+  using V = std::vector<std::string>;
+  EXPECT_EQ(titles(a), V{"a1"});
+  EXPECT_EQ(titles(a), V{"a1"});
+  EXPECT_EQ(cache->stats().hits, 1u);
+  EXPECT_EQ(titles(b), V{"b1"});  // another caller's rule: another page
+  EXPECT_EQ(titles(a, "title"), V{"a1"});
+  EXPECT_EQ(cache->stats().hits, 1u);
+
+  // Each kind of write is seen by the very next list.
+  js::object a2 = create("notes", a, R"({"title": "a2", "owner": "user-a"})");
+  EXPECT_EQ(titles(a), (V{"a1", "a2"}));
+  auto patched = run(records->update("notes", id_of(a1), a, js::parse(R"({"title": "a1!"})").as_object(), false, std::nullopt));
+  ASSERT_TRUE(patched.ok());
+  EXPECT_EQ(titles(a), (V{"a1!", "a2"}));
+  ASSERT_TRUE(run(records->remove("notes", id_of(a2), a, std::nullopt)).ok());
+  EXPECT_EQ(titles(a), V{"a1!"});
+  std::vector<WriteOp> ops(1);
+  ops[0].body = js::parse(R"({"title": "a3", "owner": "user-a"})").as_object();
+  ASSERT_TRUE(run(records->batch("notes", a, ops)).ok());
+  EXPECT_EQ(titles(a), (V{"a1!", "a3"}));
+  auto imported = run(records->import_records("notes", admin(), "ndjson", R"({"title": "a4", "owner": "user-a"})"));
+  ASSERT_TRUE(imported.ok()) << imported.error().detail;
+  EXPECT_EQ(titles(a), (V{"a1!", "a3", "a4"}));
+  EXPECT_EQ(titles(a, "title"), (V{"a1!", "a3", "a4"}));
+  EXPECT_EQ(titles(b), V{"b1"});
+
+  // The page as JSON is the page as records.
+  ListQuery q;
+  auto plain = run(records->list("notes", a, q));
+  auto json = run(records->list("notes", a, q, true));
+  ASSERT_TRUE(plain.ok() && json.ok());
+  EXPECT_EQ(js::parse(json->json).at("items").as_array(), plain->items);
 }
 
 TEST_P(Records_, inserts_that_wait_together_go_in_one_statement) {
