@@ -57,6 +57,32 @@ js::value file_api_value(const Collection& c, std::string_view record_id, std::s
   return out;
 }
 
+namespace {
+
+// The API value of field `f` (not NULL) at `col` of a row of record `id`.
+js::value field_value(const Collection& c, const Field& f, std::string_view id, const store::Row& row, std::size_t col) {
+  switch (f.type) {
+    case FieldType::Text:
+    case FieldType::Relation: return js::value(row.text(col));
+    case FieldType::Number: return number_value(row.real(col));
+    case FieldType::Bool: return js::value(row.boolean(col));
+    case FieldType::Datetime: return js::value(format_rfc3339(row.integer(col)));
+    case FieldType::Json: {
+      boost::system::error_code ec;
+      js::value v = js::parse(row.text(col), ec);
+      return ec ? js::value(nullptr) : v;
+    }
+    case FieldType::File: {
+      boost::system::error_code ec;
+      js::value v = js::parse(row.text(col), ec);
+      return ec ? js::value(nullptr) : file_api_value(c, id, f.name, v);
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace
+
 js::object record_from_row(const Collection& c, const store::Row& row, std::size_t i) {
   js::object o;
   o.reserve(4 + c.fields.size());
@@ -76,31 +102,47 @@ js::object record_from_row(const Collection& c, const store::Row& row, std::size
   }
   for (const auto& f : c.fields) {
     std::size_t col = i++;
-    if (row.is_null(col)) {
-      o[f.name] = nullptr;
+    o[f.name] = row.is_null(col) ? js::value(nullptr) : field_value(c, f, id, row, col);
+  }
+  return o;
+}
+
+bool append_record_json(const Collection& c, const store::Row& row, std::string& out) {
+  if (c.document) return false;
+  auto text = [&out](std::string_view s) { out += js::serialize(s); };
+  out += "{\"id\":";
+  std::string id = row.text(0);
+  text(id);
+  out += ",\"created_at\":\"";
+  out += format_rfc3339(row.integer(1));
+  out += "\",\"updated_at\":\"";
+  out += format_rfc3339(row.integer(2));
+  out += "\",\"version\":";
+  out += std::to_string(row.integer(3));
+  std::size_t col = 4;
+  for (const auto& f : c.fields) {
+    out += ',';
+    text(f.name);
+    out += ':';
+    std::size_t i = col++;
+    if (row.is_null(i)) {
+      out += "null";
       continue;
     }
     switch (f.type) {
       case FieldType::Text:
-      case FieldType::Relation: o[f.name] = row.text(col); break;
-      case FieldType::Number: o[f.name] = number_value(row.real(col)); break;
-      case FieldType::Bool: o[f.name] = row.boolean(col); break;
-      case FieldType::Datetime: o[f.name] = format_rfc3339(row.integer(col)); break;
-      case FieldType::Json: {
-        boost::system::error_code ec;
-        js::value v = js::parse(row.text(col), ec);
-        o[f.name] = ec ? js::value(nullptr) : std::move(v);
+      case FieldType::Relation: text(row.text(i)); break;
+      case FieldType::Bool: out += row.boolean(i) ? "true" : "false"; break;
+      case FieldType::Datetime:
+        out += '"';
+        out += format_rfc3339(row.integer(i));
+        out += '"';
         break;
-      }
-      case FieldType::File: {
-        boost::system::error_code ec;
-        js::value v = js::parse(row.text(col), ec);
-        o[f.name] = ec ? js::value(nullptr) : file_api_value(c, id, f.name, v);
-        break;
-      }
+      default: out += js::serialize(field_value(c, f, id, row, i));  // numbers, JSON, files
     }
   }
-  return o;
+  out += '}';
+  return true;
 }
 
 std::optional<store::Param> field_param(const Field& f, const js::value& v, const CodecLimits& limits,

@@ -22,6 +22,10 @@ struct CodecLimits {
 
 // The record a row of `SELECT columns(c)` holds, in API form.
 js::object record_from_row(const Collection& c, const store::Row& row, std::size_t first_col = 0);
+// The same record as JSON text, appended to `out` without building it first (the same text as
+// serializing record_from_row). Only for table collections: false, with nothing written, for a
+// document collection.
+bool append_record_json(const Collection& c, const store::Row& row, std::string& out);
 
 // The stored form of a file field value ({key, name, type, size, sha256}) → its API form.
 js::value file_api_value(const Collection& c, std::string_view record_id, std::string_view field,

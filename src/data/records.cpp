@@ -475,6 +475,29 @@ asio::awaitable<Result<Page>> Records::list(std::string collection, Caller calle
   }
   auto rows = co_await db_.query(sql, std::move(p.params));
   if (!rows) co_return std::move(rows).error();
+  if (as_json && fields.empty() && !(q.expand && !q.expand->empty()) && !e.c.document) {
+    // Nothing to project or expand: the rows go to JSON text directly, with no DOM between.
+    std::size_t n = std::min(rows->size(), static_cast<std::size_t>(q.limit));
+    std::string body = "{\"items\":[";
+    for (std::size_t i = 0; i < n; ++i) {
+      if (i) body += ',';
+      append_record_json(e.c, (*rows)[i], body);
+    }
+    body += "],\"next_cursor\":";
+    if (rows->size() > n) {
+      js::object last = record_from_row(e.c, (*rows)[n - 1]);
+      js::array pos;
+      for (const auto& k : *keys) pos.push_back(sort_value(k, last));
+      page.next = js::serialize(pos);
+      body += js::serialize(platform::encode_cursor(*page.next));
+    } else {
+      body += "null";
+    }
+    body += '}';
+    page.json = std::move(body);
+    if (cacheable && page.warnings.empty()) list_cache_->put(cache_key, page.json);
+    co_return page;
+  }
   std::vector<js::object> records;
   records.reserve(rows->size());
   for (const auto& row : *rows) records.push_back(record_from_row(e.c, row));

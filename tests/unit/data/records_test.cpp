@@ -9,6 +9,7 @@
 #include "data/group_insert.hpp"
 #include "data/list_cache.hpp"
 #include "data_test_support.hpp"
+#include "platform/api.hpp"
 
 namespace harmar::data::testing_support {
 namespace {
@@ -511,6 +512,26 @@ TEST_P(Records_, cached_list_pages_follow_every_write_and_are_never_shared_betwe
   auto json = run(records->list("notes", a, q, true));
   ASSERT_TRUE(plain.ok() && json.ok());
   EXPECT_EQ(js::parse(json->json).at("items").as_array(), plain->items);
+}
+
+TEST_P(Records_, a_page_as_json_is_the_page_of_records_serialized) {
+  define(kNotes);
+  Caller a = user("a");
+  create("notes", a, R"({"title": "quote \" back \\ tab \t ctl \u0001 \u00fc \ud83d\ude00", "count": 2.5, "done": true,
+                         "due": "2026-02-01T10:00:00Z", "meta": {"k": [1, "x", null], "f": 0.1}, "owner": "a"})");
+  create("notes", a, R"({"title": "n", "count": 3, "owner": "a", "meta": "text"})");
+  create("notes", a, R"({"title": "m", "count": 1e300, "owner": "a"})");
+  ListQuery q;
+  for (int limit : {2, 3}) {
+    q.limit = limit;
+    auto plain = run(records->list("notes", a, q));
+    auto json = run(records->list("notes", a, q, true));
+    ASSERT_TRUE(plain.ok() && json.ok());
+    js::object expected{{"items", plain->items}, {"next_cursor", nullptr}};
+    if (plain->next) expected["next_cursor"] = platform::encode_cursor(*plain->next);
+    EXPECT_EQ(json->json, js::serialize(expected));
+    EXPECT_EQ(json->next, plain->next);
+  }
 }
 
 TEST_P(Records_, inserts_that_wait_together_go_in_one_statement) {
