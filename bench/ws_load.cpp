@@ -20,7 +20,6 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <boost/beast/websocket.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -40,7 +39,6 @@
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
-namespace websocket = beast::websocket;
 using tcp = asio::ip::tcp;
 using asio::awaitable;
 using asio::use_awaitable;
@@ -131,9 +129,14 @@ struct Tally {
   int64_t last_delivery_ns = 0;
 };
 
+// One client socket. The upgrade and the frames are spoken directly on the TCP socket (no
+// WebSocket library): the client shares the machine with the server it measures, so each frame
+// costs it a parse in place, and whatever one read brings (often several frames) is handled at
+// once. Reads land in the loop's scratch buffer; only a frame cut by a read is kept per socket.
 class Conn {
  public:
-  Conn(asio::io_context& ioc, const Options& o, Tally& t) : ws_(ioc), guard_(ioc), o_(o), t_(t) {}
+  Conn(asio::io_context& ioc, const Options& o, Tally& t, std::vector<char>& scratch)
+      : sock_(ioc), guard_(ioc), o_(o), t_(t), scratch_(scratch) {}
 
   // Connects, upgrades and subscribes (Socket.IO: joins the default namespace) within
   // --open-timeout seconds: a server out of descriptors leaves connections in its backlog forever.
@@ -142,7 +145,7 @@ class Conn {
     guard_.async_wait([this](boost::system::error_code ec) {
       if (ec) return;  // cancelled: opened in time (or the Conn is gone)
       boost::system::error_code ignored;
-      ws_.next_layer().close(ignored);
+      sock_.close(ignored);
     });
     bool ok = co_await open_unguarded(to, source);
     guard_.cancel();
@@ -150,43 +153,50 @@ class Conn {
   }
 
   awaitable<bool> open_unguarded(tcp::endpoint to, const asio::ip::address_v4* source) {
-    auto& sock = ws_.next_layer();
     boost::system::error_code ec;
-    sock.open(tcp::v4(), ec);
+    sock_.open(tcp::v4(), ec);
     if (ec) co_return false;
     if (source) {
       // Defer the port choice to connect(): each (source, destination) pair has its own port range.
       int one = 1;
-      ::setsockopt(sock.native_handle(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
-      sock.bind(tcp::endpoint(*source, 0), ec);
+      ::setsockopt(sock_.native_handle(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+      sock_.bind(tcp::endpoint(*source, 0), ec);
       if (ec) co_return false;
     }
-    co_await sock.async_connect(to, asio::redirect_error(use_awaitable, ec));
+    co_await sock_.async_connect(to, asio::redirect_error(use_awaitable, ec));
     if (ec) co_return false;
-    ws_.set_option(websocket::stream_base::decorator([token = o_.token](websocket::request_type& r) {
-      if (!token.empty()) r.set(http::field::authorization, "Bearer " + token);
-    }));
-    ws_.auto_fragment(false);
+    sock_.set_option(tcp::no_delay(true), ec);
     std::string target = o_.proto == "socketio" ? "/socket.io/?EIO=4&transport=websocket" : "/v1/ws";
-    co_await ws_.async_handshake(o_.host, target, asio::redirect_error(use_awaitable, ec));
+    std::string req = "GET " + target + " HTTP/1.1\r\nHost: " + o_.host +
+                      "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    if (!o_.token.empty() && o_.proto == "harmar") req += "Authorization: Bearer " + o_.token + "\r\n";
+    req += "\r\n";
+    co_await asio::async_write(sock_, asio::buffer(req), asio::redirect_error(use_awaitable, ec));
     if (ec) co_return false;
+    sock_.non_blocking(true, ec);
+    std::size_t head_end;
+    for (;;) {
+      if (!co_await read_more()) co_return false;
+      head_end = in_.find("\r\n\r\n");
+      if (head_end != std::string::npos) break;
+      if (in_.size() > 16384) co_return false;
+    }
+    if (in_.compare(0, 12, "HTTP/1.1 101") != 0) co_return false;
+    in_.erase(0, head_end + 4);
+    std::string f;
     if (o_.proto == "socketio") {
       // Engine.IO open packet "0{...}", then join the default namespace: "40" -> "40{sid}".
-      std::string f;
-      bool got = co_await read(f);
-      if (!got || f.empty() || f[0] != '0') co_return false;
+      if (!co_await next_message(f) || f.empty() || f[0] != '0') co_return false;
       co_await write("40");
       for (;;) {
-        got = co_await read(f);
-        if (!got) co_return false;
+        if (!co_await next_message(f)) co_return false;
         if (f.rfind("40", 0) == 0) co_return true;
       }
     }
     co_await write("{\"op\":\"subscribe\",\"channel\":\"" + o_.channel + "\"}");
     for (;;) {
-      std::string f;
-      bool got = co_await read(f);
-      if (!got) co_return false;
+      if (!co_await next_message(f)) co_return false;
       if (f.find("\"subscribed\"") != std::string::npos) co_return true;
       if (f.find("\"error\"") != std::string::npos) {
         std::cerr << "ws_load: subscribe refused: " << f << "\n";
@@ -195,56 +205,175 @@ class Conn {
     }
   }
 
-  // Reads until the connection ends, answering Socket.IO pings and timing measured messages.
+  // Reads until the connection ends, answering pings and timing measured messages.
   awaitable<void> run() {
-    std::string f;
     for (;;) {
-      bool got = co_await read(f);
-      if (!got) co_return;
-      if (o_.proto == "socketio" && f == "2") {
-        co_await write("3");
-        continue;
+      // Frames left over from opening first, then whatever each read brings.
+      std::size_t used = 0;
+      if (!in_.empty()) {
+        used = handle_frames(in_.data(), in_.size());
+        if (closed_) co_return;
+        in_.erase(0, used);
       }
-      auto at = f.find("\"body\":\"t=");
-      if (at == std::string::npos) continue;
-      int64_t sent = 0, index = -1;
-      const char* p = f.data() + at + 10;
-      const char* end = f.data() + f.size();
-      auto r = std::from_chars(p, end, sent);
-      if (r.ec != std::errc()) continue;
-      if (r.ptr + 3 < end && r.ptr[0] == ';' && r.ptr[1] == 'i' && r.ptr[2] == '=') std::from_chars(r.ptr + 3, end, index);
-      int64_t now = now_ns();
-      t_.latency_ns.push_back(now - sent);
-      if (index >= 0 && index < t_.messages) t_.per_message[index].fetch_add(1, std::memory_order_relaxed);
-      t_.last_delivery_ns = now;
+      boost::system::error_code ec;
+      co_await sock_.async_wait(tcp::socket::wait_read, asio::redirect_error(use_awaitable, ec));
+      if (ec) co_return;
+      for (;;) {
+        std::size_t n = sock_.read_some(asio::buffer(scratch_.data(), scratch_.size()), ec);
+        if (ec == asio::error::would_block || ec == asio::error::try_again) break;
+        if (ec) co_return;
+        if (in_.empty()) {
+          used = handle_frames(scratch_.data(), n);
+          if (closed_) co_return;
+          in_.assign(scratch_.data() + used, n - used);  // a frame cut by the read
+        } else {
+          in_.append(scratch_.data(), n);
+          used = handle_frames(in_.data(), in_.size());
+          if (closed_) co_return;
+          in_.erase(0, used);
+        }
+        if (n < scratch_.size()) break;
+      }
     }
   }
 
  private:
-  awaitable<bool> read(std::string& out) {
-    boost::system::error_code ec;
-    buf_.consume(buf_.size());
-    co_await ws_.async_read(buf_, asio::redirect_error(use_awaitable, ec));
-    if (ec) co_return false;
-    out = beast::buffers_to_string(buf_.data());
-    co_return true;
-  }
-  awaitable<void> write(std::string text) {
-    boost::system::error_code ec;
-    ws_.text(true);
-    co_await ws_.async_write(asio::buffer(text), asio::redirect_error(use_awaitable, ec));
+  // The frame at data[0, size): its header length, payload length and opcode; false if cut.
+  static bool frame_at(const char* data, std::size_t size, std::size_t& header, std::size_t& len, unsigned& opcode) {
+    if (size < 2) return false;
+    auto* p = reinterpret_cast<const unsigned char*>(data);
+    opcode = p[0] & 0x0F;
+    len = p[1] & 0x7F;
+    header = 2;
+    if (len == 126) {
+      if (size < 4) return false;
+      len = (std::size_t(p[2]) << 8) | p[3];
+      header = 4;
+    } else if (len == 127) {
+      if (size < 10) return false;
+      len = 0;
+      for (int i = 0; i < 8; ++i) len = (len << 8) | p[2 + i];
+      header = 10;
+    }
+    if (p[1] & 0x80) header += 4;  // servers do not mask; tolerate it anyway (the payload is not unmasked)
+    return size - header >= len;
   }
 
-  websocket::stream<tcp::socket> ws_;
+  // Handles the complete frames in data[0, size); returns the bytes they took. Never suspends:
+  // data may be the loop's scratch buffer.
+  std::size_t handle_frames(const char* data, std::size_t size) {
+    std::size_t pos = 0, header, len;
+    unsigned opcode;
+    while (frame_at(data + pos, size - pos, header, len, opcode)) {
+      std::string_view payload(data + pos + header, len);
+      pos += header + len;
+      if (opcode == 0x9) {
+        write_now(payload, 0xA);
+      } else if (opcode == 0x8) {
+        closed_ = true;
+        return pos;
+      } else if (opcode == 0x1 || opcode == 0x2) {
+        if (o_.proto == "socketio" && payload == "2") {
+          write_now("3");
+          continue;
+        }
+        record(payload);
+      }
+    }
+    return pos;
+  }
+
+  void record(std::string_view f) {
+    auto at = f.find("\"body\":\"t=");
+    if (at == std::string_view::npos) return;
+    int64_t sent = 0, index = -1;
+    const char* p = f.data() + at + 10;
+    const char* end = f.data() + f.size();
+    auto r = std::from_chars(p, end, sent);
+    if (r.ec != std::errc()) return;
+    if (r.ptr + 3 < end && r.ptr[0] == ';' && r.ptr[1] == 'i' && r.ptr[2] == '=') std::from_chars(r.ptr + 3, end, index);
+    int64_t now = now_ns();
+    t_.latency_ns.push_back(now - sent);
+    if (index >= 0 && index < t_.messages) t_.per_message[index].fetch_add(1, std::memory_order_relaxed);
+    t_.last_delivery_ns = now;
+  }
+
+  // Reads whatever arrives next into in_ (while opening); false at the end.
+  // (Waits first, then reads: the scratch buffer is shared, so no read may be left pending on it.)
+  awaitable<bool> read_more() {
+    for (;;) {
+      boost::system::error_code ec;
+      co_await sock_.async_wait(tcp::socket::wait_read, asio::redirect_error(use_awaitable, ec));
+      if (ec) co_return false;
+      std::size_t n = sock_.read_some(asio::buffer(scratch_.data(), scratch_.size()), ec);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) continue;
+      if (ec) co_return false;
+      in_.append(scratch_.data(), n);
+      co_return true;
+    }
+  }
+
+  // The next whole message (while opening; control frames answered), copied out.
+  awaitable<bool> next_message(std::string& out) {
+    for (;;) {
+      std::size_t header, len;
+      unsigned opcode;
+      while (frame_at(in_.data(), in_.size(), header, len, opcode)) {
+        std::string payload = in_.substr(header, len);
+        in_.erase(0, header + len);
+        if (opcode == 0x9) {
+          co_await write(payload, 0xA);
+        } else if (opcode == 0x8) {
+          co_return false;
+        } else if (opcode == 0x1 || opcode == 0x2) {
+          out = std::move(payload);
+          co_return true;
+        }
+      }
+      if (!co_await read_more()) co_return false;
+    }
+  }
+
+  // A client frame: masked (with a zero key, which leaves the payload as it is).
+  static std::string client_frame(std::string_view payload, unsigned opcode) {
+    std::string f;
+    f += static_cast<char>(0x80 | opcode);
+    if (payload.size() < 126) {
+      f += static_cast<char>(0x80 | payload.size());
+    } else {
+      f += static_cast<char>(0x80 | 126);
+      f += static_cast<char>(payload.size() >> 8);
+      f += static_cast<char>(payload.size() & 0xff);
+    }
+    f.append(4, '\0');
+    f.append(payload);
+    return f;
+  }
+  awaitable<void> write(std::string_view payload, unsigned opcode = 0x1) {
+    std::string f = client_frame(payload, opcode);
+    boost::system::error_code ec;
+    co_await asio::async_write(sock_, asio::buffer(f), asio::redirect_error(use_awaitable, ec));
+  }
+  // A few bytes (pong, Engine.IO's "3") into a socket buffer that has room for them.
+  void write_now(std::string_view payload, unsigned opcode = 0x1) {
+    std::string f = client_frame(payload, opcode);
+    boost::system::error_code ec;
+    asio::write(sock_, asio::buffer(f), ec);
+  }
+
+  tcp::socket sock_;
   asio::steady_timer guard_;
-  beast::flat_buffer buf_;
+  std::string in_;  // bytes of a frame not complete yet
+  bool closed_ = false;
   const Options& o_;
   Tally& t_;
+  std::vector<char>& scratch_;
 };
 
 struct Loop {
   asio::io_context ioc{1};
   Tally tally;
+  std::vector<char> scratch = std::vector<char>(64 * 1024);  // every read of this loop lands here
   std::vector<std::unique_ptr<Conn>> conns;
 };
 
@@ -261,7 +390,7 @@ int open_all(std::vector<std::unique_ptr<Loop>>& loops, const Options& o) {
             for (;;) {
               int i = next++;
               if (i >= o.count) co_return;
-              auto c = std::make_unique<Conn>(loops[l]->ioc, o, loops[l]->tally);
+              auto c = std::make_unique<Conn>(loops[l]->ioc, o, loops[l]->tally, loops[l]->scratch);
               const asio::ip::address_v4* src = o.sources.empty() ? nullptr : &o.sources[i % o.sources.size()];
               bool opened = co_await c->open(to, src);
               if (!opened) {

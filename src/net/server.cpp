@@ -167,7 +167,7 @@ struct Server::Impl {
     for (auto it = w.connections.begin(); it != w.connections.end();) {
       Connection& c = *it++;  // cut() and park() may unlink c
       if (c.deadline_ms && now >= c.deadline_ms) {
-        c.cut();
+        c.expire();
       } else if (c.idle && c.idle_since_ms && now - c.idle_since_ms >= Worker::kParkAfterMs && !w.draining) {
         parked += c.park();
       }

@@ -8,8 +8,10 @@
 #include <boost/asio/awaitable.hpp>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace harmar::net {
 
@@ -20,6 +22,10 @@ class WebSocket {
     std::size_t max_queue_bytes = 1 << 20;
     int64_t idle_timeout_ms = 60'000;  // pings are sent at half of this; no answer → closed
   };
+  // A message already encoded as a WebSocket frame: one event fanned out to many sockets is
+  // encoded once and the same bytes are queued on each of them.
+  using Frame = std::shared_ptr<const std::string>;
+  static Frame text_frame(std::string_view text);
 
   virtual ~WebSocket() = default;
   // The next text or binary message; nullopt once the connection is closed.
@@ -27,6 +33,8 @@ class WebSocket {
   // Queues a text message. False if the socket is closed or the queue overflowed (the socket is
   // then being closed). Must be called on executor().
   virtual bool send(std::string text) = 0;
+  // As send(), for a frame made by text_frame().
+  virtual bool send_frame(Frame frame) = 0;
   // Sends a close frame after what is queued, then ends the connection.
   virtual void close(uint16_t code = 1000, std::string reason = {}) = 0;
   virtual bool is_open() const = 0;

@@ -266,6 +266,11 @@ const js::object* LiveEvent::data() const {
   return d && d->is_object() ? &d->as_object() : nullptr;
 }
 
+const net::WebSocket::Frame& LiveEvent::ws_frame() const {
+  if (!ws_frame_) ws_frame_ = net::WebSocket::text_frame(frame);
+  return ws_frame_;
+}
+
 // --- Hub ----------------------------------------------------------------------------------
 
 void Hub::join(const std::string& key, Session* s) {
@@ -297,7 +302,9 @@ void Hub::on_message(const std::string& key, std::string_view payload) {
   LiveEvent event(seq, payload.substr(nl + 1));
   // Copy: a session may leave (and shrink the list) while being delivered to.
   auto members = it->second.members;
-  for (Session* s : members) s->deliver(key, event);
+  std::size_t sent = 0;
+  for (Session* s : members) sent += s->deliver(key, event);
+  delivered_counter().inc(sent);  // once per event: the counter is shared by every worker
 }
 
 Hub& Hubs::for_executor(const asio::any_io_executor& ex) {
@@ -351,21 +358,19 @@ void Session::send_event(Sub& sub, int64_t seq, std::string_view frame, const js
   ws_.send(std::string(frame));
 }
 
-void Session::deliver(const std::string& key, const LiveEvent& event) {
-  if (!alive_) return;
+bool Session::deliver(const std::string& key, const LiveEvent& event) {
+  if (!alive_) return false;
   auto it = subs_.find(key);
-  if (it == subs_.end()) return;
+  if (it == subs_.end()) return false;
   Sub& sub = it->second;
   std::string_view frame = event.frame;
   int64_t seq = event.seq;
   if (seq == 0) {
     // Ephemeral: no place in the sequence, nothing to hold or replay.
-    if (sub.filter && !passes(sub, frame, event.data())) return;
-    delivered_counter().inc();
-    ws_.send(std::string(frame));
-    return;
+    if (sub.filter && !passes(sub, frame, event.data())) return false;
+    return ws_.send_frame(event.ws_frame());
   }
-  if (seq <= sub.last) return;  // already sent (replayed, or a duplicate)
+  if (seq <= sub.last) return false;  // already sent (replayed, or a duplicate)
   if (sub.syncing || seq != sub.last + 1) {
     // Hold it; a gap means events this node has not seen live yet: the history has them.
     sub.held.emplace(seq, std::string(frame));
@@ -378,9 +383,11 @@ void Session::deliver(const std::string& key, const LiveEvent& event) {
         co_await self->catch_up(key);
       }, asio::detached);
     }
-    return;
+    return false;
   }
-  send_event(sub, seq, frame, sub.filter ? event.data() : nullptr);
+  sub.last = seq;
+  if (sub.filter && !passes(sub, frame, event.data())) return false;
+  return ws_.send_frame(event.ws_frame());
 }
 
 asio::awaitable<bool> Session::wait_for_room() {

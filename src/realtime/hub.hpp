@@ -90,18 +90,21 @@ class ConnectionCounter final : public Connections {
 };
 
 // A live event as it reaches the sessions of one worker; its data is parsed at most once, for
-// the sessions whose subscription has a filter.
+// the sessions whose subscription has a filter, and its WebSocket frame is encoded once, for all.
 class LiveEvent {
  public:
   LiveEvent(int64_t seq, std::string_view frame) : seq(seq), frame(frame) {}
   // The event's data object, or nullptr if the frame has none.
   const boost::json::object* data() const;
+  // The frame as it goes on the wire, shared by every socket it is sent to.
+  const net::WebSocket::Frame& ws_frame() const;
   int64_t seq;  // 0 for an ephemeral event
   std::string_view frame;
 
  private:
   mutable bool parsed_ = false;
   mutable boost::json::value value_;
+  mutable net::WebSocket::Frame ws_frame_;
 };
 
 class Session;
@@ -154,8 +157,8 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<void> run();
   // Detaches from the hub and the socket; coroutines still holding the session see it closed.
   void close();
-  // A live event for `key` (called by the Hub, on this session's worker).
-  void deliver(const std::string& key, const LiveEvent& event);
+  // A live event for `key` (called by the Hub, on this session's worker); true if it was sent.
+  bool deliver(const std::string& key, const LiveEvent& event);
 
  private:
   struct Sub {

@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "net/router.hpp"
 #include "net/server.hpp"
@@ -36,6 +37,8 @@ struct Connection : boost::intrusive::list_base_hook<boost::intrusive::link_mode
   // Frees what an idle connection holds beyond its socket (its coroutine frames, buffers); true
   // if it did. The sweeper asks connections idle for a while (see Worker::kParkAfterMs).
   virtual bool park() { return false; }
+  // The deadline passed. Most connections are cut; a WebSocket uses its deadline for keep-alive.
+  virtual void expire() { cut(); }
   int64_t deadline_ms = 0;  // monotonic; 0 = none
   int64_t idle_since_ms = 0;  // tick clock; when the connection last became idle
   bool idle = true;         // between requests: safe to close at shutdown
@@ -61,6 +64,11 @@ struct Worker {
   // Plain reads land here and are parsed before the session suspends again (see http1.cpp).
   static constexpr std::size_t kScratch = 64 * 1024;
   std::unique_ptr<char[]> scratch = std::make_unique<char[]>(kScratch);
+  // WebSocket sessions with frames to write, written in one sweep once the events of the moment
+  // are queued on every socket (see websocket.cpp). A slot is nulled when its session goes.
+  std::vector<Connection*> ws_flush;
+  std::size_t ws_flush_next = 0;
+  bool ws_flush_posted = false;
   asio::io_context ioc;
   // I/O objects after ioc: destroyed before it.
   std::optional<tcp::acceptor> acceptor;

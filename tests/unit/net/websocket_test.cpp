@@ -1,5 +1,5 @@
-// WebSocket upgrade on the HTTP listener: echo, auth before the upgrade, and a slow consumer cut
-// off by its bounded send queue.
+// WebSocket upgrade on the HTTP listener: echo, auth before the upgrade, the protocol's details
+// (fragments, pings, close codes, limits), and a slow consumer cut off by its bounded send queue.
 #include <boost/asio/connect.hpp>
 #include <boost/beast/core/buffers_to_string.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -39,12 +39,17 @@ struct WsClient {
   }
 };
 
-TEST(WebSocket, echoes_messages_over_the_upgraded_connection) {
-  TestServer s;
+// "/ws" answers each message m with "echo:m".
+void start_echo(TestServer& s) {
   s.router.websocket("/ws", [](net::WebSocket& ws, net::Request&) -> asio::awaitable<void> {
     while (auto msg = co_await ws.receive()) ws.send("echo:" + *msg);
   });
   s.start();
+}
+
+TEST(WebSocket, echoes_messages_over_the_upgraded_connection) {
+  TestServer s;
+  start_echo(s);
   WsClient c;
   ASSERT_FALSE(c.connect(s.port, "/ws"));
   for (int i = 0; i < 5; ++i) {
@@ -84,6 +89,78 @@ TEST(WebSocket, authentication_happens_before_the_upgrade) {
   WsClient ok;
   ASSERT_FALSE(ok.connect(s.port, "/ws", "good"));
   EXPECT_EQ(ok.read(), "hello u1");
+}
+
+TEST(WebSocket, fragments_are_joined_into_one_message_and_pings_are_answered) {
+  TestServer s;
+  start_echo(s);
+  WsClient c;
+  ASSERT_FALSE(c.connect(s.port, "/ws"));
+  std::string pong;
+  c.ws.control_callback([&](websocket::frame_type kind, beast::string_view payload) {
+    if (kind == websocket::frame_type::pong) pong = std::string(payload);
+  });
+  c.ws.ping("are you there");
+  c.ws.write_some(false, asio::buffer(std::string("frag")));
+  c.ws.write_some(false, asio::buffer(std::string("men")));
+  c.ws.write_some(true, asio::buffer(std::string("ted")));
+  EXPECT_EQ(c.read(), "echo:fragmented");
+  EXPECT_EQ(pong, "are you there");  // answered before the echo, in the order asked
+  c.ws.close(websocket::close_code::normal);
+}
+
+TEST(WebSocket, the_clients_close_code_is_answered_in_kind) {
+  TestServer s;
+  s.router.websocket("/ws", [](net::WebSocket& ws, net::Request&) -> asio::awaitable<void> {
+    while (co_await ws.receive()) {
+    }
+  });
+  s.start();
+  WsClient c;
+  ASSERT_FALSE(c.connect(s.port, "/ws"));
+  c.ws.close(websocket::close_code::going_away);
+  EXPECT_EQ(c.ws.reason().code, 1001);
+}
+
+TEST(WebSocket, a_message_over_the_limit_ends_the_connection_with_1009) {
+  TestServer s;
+  s.router.websocket("/ws", [](net::WebSocket& ws, net::Request&) -> asio::awaitable<void> {
+    while (auto msg = co_await ws.receive()) ws.send("echo:" + std::to_string(msg->size()));
+  });
+  s.start();
+  WsClient c;
+  ASSERT_FALSE(c.connect(s.port, "/ws"));
+  c.ws.write(asio::buffer(std::string(1000, 'a')));
+  EXPECT_EQ(c.read(), "echo:1000");
+  boost::system::error_code ec;
+  c.ws.write(asio::buffer(std::string(65 * 1024, 'b')), ec);
+  for (;;) {
+    c.buf.clear();
+    c.ws.read(c.buf, ec);
+    if (ec) break;
+  }
+  EXPECT_EQ(ec, websocket::error::closed);
+  EXPECT_EQ(c.ws.reason().code, 1009);
+}
+
+TEST(WebSocket, a_frame_sent_to_many_sockets_arrives_whole_on_each) {
+  TestServer s;
+  auto frame = net::WebSocket::text_frame(std::string(70 * 1024, 'f'));  // the 64-bit length form
+  s.router.websocket("/ws", [frame](net::WebSocket& ws, net::Request&) -> asio::awaitable<void> {
+    ws.send_frame(frame);
+    ws.send_frame(net::WebSocket::text_frame("small"));
+    while (co_await ws.receive()) {
+    }
+  });
+  s.start();
+  WsClient a, b;
+  ASSERT_FALSE(a.connect(s.port, "/ws"));
+  ASSERT_FALSE(b.connect(s.port, "/ws"));
+  for (WsClient* c : {&a, &b}) {
+    EXPECT_EQ(c->read(), std::string(70 * 1024, 'f'));
+    EXPECT_EQ(c->read(), "small");
+    c->ws.close(websocket::close_code::normal);
+  }
 }
 
 TEST(WebSocket, a_consumer_that_stops_reading_is_disconnected_not_buffered_forever) {
