@@ -107,9 +107,43 @@ js::object record_from_row(const Collection& c, const store::Row& row, std::size
   return o;
 }
 
+namespace {
+
+// A JSON string as boost::json::serialize writes it: '"' and '\\' escaped, control characters as
+// \b \t \n \f \r or \u00xx, everything else (UTF-8 included) as it is.
+void append_json_string(std::string& out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out += '"';
+  std::size_t plain = 0;  // start of the run not yet copied
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out.append(s.data() + plain, i - plain);
+    plain = i + 1;
+    out += '\\';
+    switch (c) {
+      case '"': out += '"'; break;
+      case '\\': out += '\\'; break;
+      case '\b': out += 'b'; break;
+      case '\t': out += 't'; break;
+      case '\n': out += 'n'; break;
+      case '\f': out += 'f'; break;
+      case '\r': out += 'r'; break;
+      default:
+        out += "u00";
+        out += kHex[c >> 4];
+        out += kHex[c & 15];
+    }
+  }
+  out.append(s.data() + plain, s.size() - plain);
+  out += '"';
+}
+
+}  // namespace
+
 bool append_record_json(const Collection& c, const store::Row& row, std::string& out) {
   if (c.document) return false;
-  auto text = [&out](std::string_view s) { out += js::serialize(s); };
+  auto text = [&out](std::string_view s) { append_json_string(out, s); };
   out += "{\"id\":";
   std::string id = row.text(0);
   text(id);

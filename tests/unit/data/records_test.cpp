@@ -517,7 +517,7 @@ TEST_P(Records_, cached_list_pages_follow_every_write_and_are_never_shared_betwe
 TEST_P(Records_, a_page_as_json_is_the_page_of_records_serialized) {
   define(kNotes);
   Caller a = user("a");
-  create("notes", a, R"({"title": "quote \" back \\ tab \t ctl \u0001 \u00fc \ud83d\ude00", "count": 2.5, "done": true,
+  create("notes", a, R"({"title": "quote \" back \\ \/ \b\t\n\f\r \u0001\u001f\u007f \u00fc \ud83d\ude00", "count": 2.5, "done": true,
                          "due": "2026-02-01T10:00:00Z", "meta": {"k": [1, "x", null], "f": 0.1}, "owner": "a"})");
   create("notes", a, R"({"title": "n", "count": 3, "owner": "a", "meta": "text"})");
   create("notes", a, R"({"title": "m", "count": 1e300, "owner": "a"})");
