@@ -273,9 +273,9 @@ const net::WebSocket::Frame& LiveEvent::ws_frame() const {
 
 // --- Hub ----------------------------------------------------------------------------------
 
-void Hub::join(const std::string& key, Session* s) {
+void Hub::join(const std::string& key, Session* s, Subscription* sub) {
   auto& e = entries_[key];
-  e.members.push_back(s);
+  e.members.push_back({s, sub});
   if (!e.sub) {
     e.sub = pubsub_.subscribe("rt:" + key, ex_, [this, key](std::string_view, std::string_view payload) {
       on_message(key, payload);
@@ -287,7 +287,7 @@ void Hub::leave(const std::string& key, Session* s) {
   auto it = entries_.find(key);
   if (it == entries_.end()) return;
   auto& m = it->second.members;
-  m.erase(std::remove(m.begin(), m.end(), s), m.end());
+  m.erase(std::remove_if(m.begin(), m.end(), [s](const Member& x) { return x.session == s; }), m.end());
   if (m.empty()) entries_.erase(it);  // drops the PubSub subscription
 }
 
@@ -303,7 +303,7 @@ void Hub::on_message(const std::string& key, std::string_view payload) {
   // Copy: a session may leave (and shrink the list) while being delivered to.
   auto members = it->second.members;
   std::size_t sent = 0;
-  for (Session* s : members) sent += s->deliver(key, event);
+  for (const Member& m : members) sent += m.session->deliver(key, *m.sub, event);
   delivered_counter().inc(sent);  // once per event: the counter is shared by every worker
 }
 
@@ -358,11 +358,8 @@ void Session::send_event(Sub& sub, int64_t seq, std::string_view frame, const js
   ws_.send(std::string(frame));
 }
 
-bool Session::deliver(const std::string& key, const LiveEvent& event) {
+bool Session::deliver(const std::string& key, Sub& sub, const LiveEvent& event) {
   if (!alive_) return false;
-  auto it = subs_.find(key);
-  if (it == subs_.end()) return false;
-  Sub& sub = it->second;
   std::string_view frame = event.frame;
   int64_t seq = event.seq;
   if (seq == 0) {
@@ -496,7 +493,7 @@ asio::awaitable<void> Session::subscribe(std::string channel, std::optional<int6
   sub.client = channel;
   sub.filter = std::move(filter);
   sub.syncing = true;
-  if (fresh) hub_.join(key, this);
+  if (fresh) hub_.join(key, this, &sub);
   int64_t start = bounds->head;
   if (since) {
     if (*since < 0) {

@@ -109,16 +109,31 @@ class LiveEvent {
 
 class Session;
 
+// One channel a session listens to: its position, the events held while it catches up, its filter.
+struct Subscription {
+  std::string client;
+  int64_t last = 0;
+  bool syncing = true;
+  std::map<int64_t, std::string> held;  // live frames that arrived while syncing
+  std::function<bool(const boost::json::object&)> filter;
+};
+
 class Hub {
  public:
   Hub(store::PubSub& pubsub, asio::any_io_executor ex) : pubsub_(pubsub), ex_(std::move(ex)) {}
-  void join(const std::string& key, Session* s);
+  // `sub` stays valid until leave(): the hub hands it back with each event, so a delivery does not
+  // look the channel up again in the session.
+  void join(const std::string& key, Session* s, Subscription* sub);
   void leave(const std::string& key, Session* s);
   std::size_t channels() const { return entries_.size(); }
 
  private:
+  struct Member {
+    Session* session;
+    Subscription* sub;
+  };
   struct Entry {
-    std::vector<Session*> members;
+    std::vector<Member> members;
     std::unique_ptr<store::Subscription> sub;
   };
   void on_message(const std::string& key, std::string_view payload);
@@ -157,17 +172,12 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<void> run();
   // Detaches from the hub and the socket; coroutines still holding the session see it closed.
   void close();
-  // A live event for `key` (called by the Hub, on this session's worker); true if it was sent.
-  bool deliver(const std::string& key, const LiveEvent& event);
+  // A live event for `key`, whose subscription is `sub` (called by the Hub, on this session's
+  // worker); true if it was sent.
+  bool deliver(const std::string& key, Subscription& sub, const LiveEvent& event);
 
  private:
-  struct Sub {
-    std::string client;
-    int64_t last = 0;
-    bool syncing = true;
-    std::map<int64_t, std::string> held;  // live frames that arrived while syncing
-    std::function<bool(const boost::json::object&)> filter;
-  };
+  using Sub = Subscription;
   asio::awaitable<void> handle(std::string_view text);
   asio::awaitable<void> subscribe(std::string channel, std::optional<int64_t> since);
   void unsubscribe(const std::string& channel);
