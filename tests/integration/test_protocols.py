@@ -1,9 +1,12 @@
 """HTTP/1.1, h2c (prior knowledge and Upgrade) and h2 over TLS, against the real binary, with curl
 and nghttp as clients: every protocol reaches the same handlers with the same answers."""
+import asyncio
 import json
+import ssl
 import subprocess
 
 import pytest
+import websockets
 
 
 def curl(*args):
@@ -72,6 +75,31 @@ def test_h2_and_http11_over_tls(harmar, tls_files):
     out = subprocess.run(["curl", "-sS", "--max-time", "5", f"http://127.0.0.1:{h.port}/healthz"],
                          capture_output=True, text=True)
     assert out.returncode != 0
+
+
+def test_websocket_over_tls_carries_many_frames_and_closes_cleanly(harmar, tls_files):
+    cert, key = tls_files
+    h = harmar("--tls-cert", str(cert), "--tls-key", str(key), wait_ready=False)
+    resolve = f"localhost:{h.port}:127.0.0.1"
+    out = subprocess.run(["curl", "-sS", "--max-time", "20", "--cacert", str(cert), "--resolve", resolve,
+                          "-H", "Content-Type: application/json", "-d",
+                          '{"email":"wss@example.com","password":"a long enough passphrase 42"}',
+                          f"https://localhost:{h.port}/v1/auth/register"], capture_output=True, text=True)
+    token = json.loads(out.stdout)["access_token"]
+    tls = ssl.create_default_context(cafile=str(cert))
+
+    async def scenario():
+        async with websockets.connect(f"wss://127.0.0.1:{h.port}/v1/ws?access_token={token}", ssl=tls,
+                                      server_hostname="localhost") as ws:
+            # Sent back to back, the answers leave the server together: they must arrive whole, in order.
+            for _ in range(90):  # within the burst realtime.ops_per_second allows
+                await ws.send(json.dumps({"op": "ping"}))
+            for _ in range(90):
+                assert json.loads(await asyncio.wait_for(ws.recv(), timeout=10)) == {"type": "pong"}
+            await ws.close(code=1000)
+            assert ws.close_code == 1000
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=60))
 
 
 def test_tls_with_a_missing_key_is_refused_at_start(harmar, tls_files, tmp):
