@@ -6,10 +6,17 @@
 //   repeated) to match, and run as server-side prepared statements, cached per connection. Values
 //   never become SQL text.
 // - Sessions run with sql_mode ANSI_QUOTES (so "name" quotes an identifier, as on SQLite and
-//   PostgreSQL), PIPES_AS_CONCAT (|| joins text), STRICT_ALL_TABLES, utf8mb4 and UTC. The
+//   PostgreSQL), PIPES_AS_CONCAT (|| joins text), STRICT_ALL_TABLES, SIMULTANEOUS_ASSIGNMENT (an
+//   UPDATE's SET reads the row as it was, not as the assignments before have left it), utf8mb4
+//   and UTC. The
 //   session collation is utf8mb4_bin, the one MariaDB's JSON functions answer in (two different
 //   collations of equal strength cannot be compared); tables are utf8mb4_nopad_bin, which wins
 //   over a parameter's, so a text column compares byte for byte with no padding.
+// - The few PostgreSQL constructs the modules' SQL shares are rewritten before a statement is
+//   prepared (mysql_dialect: ON CONFLICT, CAST AS TEXT/BIGINT, LIMIT in an IN subquery), and
+//   UPDATE … RETURNING, which MariaDB lacks, runs as lock, update by primary key, read back
+//   (run_update_returning). What a rewrite cannot express is SQL of its own in the repo, chosen
+//   on Database::backend().
 // - Affected rows count matched rows (CLIENT_FOUND_ROWS), as PostgreSQL and SQLite do.
 // - Transactions run at READ COMMITTED. A statement that fails inside one aborts it, as on
 //   PostgreSQL (MariaDB itself would carry on): later statements are refused and commit rolls
@@ -163,16 +170,35 @@ struct Rewritten {
   std::vector<std::size_t> order;  // 0-based parameter index per ?
 };
 
-Rewritten rewrite_placeholders(std::string_view sql) {
-  Rewritten out;
-  out.sql.reserve(sql.size());
+// The PostgreSQL/SQLite constructs the modules' SQL shares, as MariaDB spells them. Rewritten here,
+// once per prepared statement, rather than in every repo:
+//   INSERT … ON CONFLICT [(k)] DO NOTHING            → INSERT IGNORE …
+//   ON CONFLICT (k) DO UPDATE SET c = excluded.c      → ON DUPLICATE KEY UPDATE c = VALUES(c)
+//   … DO UPDATE SET c = x WHERE cond                  → … UPDATE c = IF(cond, x, c) (MariaDB assigns
+//                                                       left to right: cond should not read a column
+//                                                       an earlier assignment set)
+//   CAST(x AS TEXT), CAST(x AS BIGINT)               → CAST(x AS CHAR), CAST(x AS SIGNED)
+//   x IN (SELECT … LIMIT n)                          → x IN (SELECT * FROM (SELECT … LIMIT n) AS …)
+// Limits: ON DUPLICATE KEY fires on any unique key of the table, not only the one named; IGNORE
+// also lets a row through whose value had to be cut to its column's length (the columns are sized
+// past what the API accepts) or whose foreign key is missing (the row is then skipped).
+struct Token {
+  enum Kind { Word, Quoted, Space, Punct } kind;
+  std::string_view text;
+};
+
+std::vector<Token> tokenize(std::string_view sql) {
+  std::vector<Token> out;
   const std::size_t n = sql.size();
   std::size_t i = 0;
+  auto word_char = [](char ch) { return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '$'; };
   while (i < n) {
     char c = sql[i];
     char next = i + 1 < n ? sql[i + 1] : '\0';
+    std::size_t j = i + 1;
+    Token::Kind kind = Token::Punct;
     if (c == '\'' || c == '"' || c == '`') {
-      std::size_t j = i + 1;
+      kind = Token::Quoted;
       while (j < n) {
         if (sql[j] == '\\' && c == '\'') {
           j += 2;
@@ -188,27 +214,226 @@ Rewritten rewrite_placeholders(std::string_view sql) {
         }
         ++j;
       }
-      out.sql.append(sql.substr(i, std::min(j, n) - i));
-      i = std::min(j, n);
-    } else if (c == '-' && next == '-') {  // comments go (a trailing one would hide the end)
-      std::size_t j = sql.find('\n', i);
+      j = std::min(j, n);
+    } else if (c == '-' && next == '-') {
+      kind = Token::Space;
+      j = sql.find('\n', i);
       j = j == std::string_view::npos ? n : j + 1;
-      out.sql += ' ';
-      i = j;
     } else if (c == '/' && next == '*') {
-      std::size_t j = sql.find("*/", i + 2);
+      kind = Token::Space;
+      j = sql.find("*/", i + 2);
       j = j == std::string_view::npos ? n : j + 2;
-      out.sql += ' ';
-      i = j;
-    } else if (c == '$' && std::isdigit(static_cast<unsigned char>(next))) {
-      std::size_t j = i + 1, v = 0;
-      while (j < n && std::isdigit(static_cast<unsigned char>(sql[j]))) v = v * 10 + static_cast<std::size_t>(sql[j++] - '0');
+    } else if (std::isspace(static_cast<unsigned char>(c))) {
+      kind = Token::Space;
+      while (j < n && std::isspace(static_cast<unsigned char>(sql[j]))) ++j;
+    } else if (word_char(c)) {
+      kind = Token::Word;
+      while (j < n && word_char(sql[j])) ++j;
+    }
+    out.push_back({kind, sql.substr(i, j - i)});
+    i = j;
+  }
+  return out;
+}
+
+bool is_word(const std::vector<Token>& t, std::size_t i, std::string_view w) {
+  if (i >= t.size() || t[i].kind != Token::Word || t[i].text.size() != w.size()) return false;
+  for (std::size_t k = 0; k < w.size(); ++k)
+    if (std::toupper(static_cast<unsigned char>(t[i].text[k])) != std::toupper(static_cast<unsigned char>(w[k])))
+      return false;
+  return true;
+}
+
+bool is_punct(const std::vector<Token>& t, std::size_t i, char c) {
+  return i < t.size() && t[i].kind == Token::Punct && t[i].text.size() == 1 && t[i].text[0] == c;
+}
+
+// The next token after i that is not white space or a comment (t.size() if none).
+std::size_t skip_space(const std::vector<Token>& t, std::size_t i) {
+  ++i;
+  while (i < t.size() && t[i].kind == Token::Space) ++i;
+  return i;
+}
+
+// The ')' closing the '(' at i (t.size() if unbalanced).
+std::size_t closing(const std::vector<Token>& t, std::size_t i) {
+  int depth = 0;
+  for (; i < t.size(); ++i) {
+    if (is_punct(t, i, '(')) ++depth;
+    if (is_punct(t, i, ')') && --depth == 0) return i;
+  }
+  return t.size();
+}
+
+std::string concat(const std::vector<Token>& t, std::size_t from, std::size_t to) {
+  std::string s;
+  for (std::size_t i = from; i < to && i < t.size(); ++i) s += t[i].kind == Token::Space ? std::string_view(" ") : t[i].text;
+  return s;
+}
+
+// Whether tokens [from, to) hold LIMIT outside any parentheses.
+bool has_top_level_limit(const std::vector<Token>& t, std::size_t from, std::size_t to) {
+  int depth = 0;
+  for (std::size_t i = from; i < to; ++i) {
+    if (is_punct(t, i, '(')) ++depth;
+    if (is_punct(t, i, ')')) --depth;
+    if (depth == 0 && is_word(t, i, "LIMIT")) return true;
+  }
+  return false;
+}
+
+// excluded.c (the row that was refused) is VALUES(c) in ON DUPLICATE KEY UPDATE.
+std::string excluded_as_values(std::string_view sql) {
+  auto t = tokenize(sql);
+  std::string out;
+  for (std::size_t i = 0; i < t.size(); ++i) {
+    if (is_word(t, i, "excluded") && is_punct(t, i + 1, '.') && i + 2 < t.size() && t[i + 2].kind == Token::Word) {
+      out += "VALUES(" + std::string(t[i + 2].text) + ")";
+      i += 2;
+      continue;
+    }
+    out += t[i].text;
+  }
+  return out;
+}
+
+std::string mysql_dialect(std::string_view sql, int* subqueries) {
+  auto t = tokenize(sql);
+  std::string out;
+  out.reserve(sql.size() + 32);
+  std::size_t first = 0;
+  while (first < t.size() && t[first].kind == Token::Space) ++first;
+  std::size_t after_first = 0;  // where the first word ends in `out`
+  bool ignore = false;
+  for (std::size_t i = 0; i < t.size(); ++i) {
+    if (is_word(t, i, "ON") && is_word(t, skip_space(t, i), "CONFLICT") && is_word(t, first, "INSERT")) {
+      std::size_t j = skip_space(t, skip_space(t, i));
+      if (is_punct(t, j, '(')) j = skip_space(t, closing(t, j));
+      std::size_t k = skip_space(t, j);
+      if (is_word(t, j, "DO") && is_word(t, k, "NOTHING")) {
+        ignore = true;
+        i = k;
+        continue;
+      }
+      if (is_word(t, j, "DO") && is_word(t, k, "UPDATE") && is_word(t, skip_space(t, k), "SET")) {
+        std::size_t set = skip_space(t, skip_space(t, k));
+        std::size_t end = set, where = 0;
+        std::vector<std::size_t> commas;
+        for (int depth = 0; end < t.size(); ++end) {
+          if (is_punct(t, end, '(')) ++depth;
+          if (is_punct(t, end, ')')) --depth;
+          if (depth != 0) continue;
+          if (is_word(t, end, "RETURNING")) break;
+          if (!where && is_word(t, end, "WHERE")) where = end;
+          if (!where && is_punct(t, end, ',')) commas.push_back(end);
+        }
+        out += "ON DUPLICATE KEY UPDATE ";
+        if (!where) {
+          out += excluded_as_values(concat(t, set, end));
+        } else {
+          std::string cond = excluded_as_values(concat(t, where + 1, end));
+          commas.push_back(where);
+          std::size_t from = set;
+          for (std::size_t c : commas) {
+            std::string assignment = excluded_as_values(concat(t, from, c));
+            auto a = tokenize(assignment);
+            std::size_t col = 0;
+            while (col < a.size() && a[col].kind == Token::Space) ++col;
+            std::size_t eq = skip_space(a, col);
+            if (col >= a.size() || !is_punct(a, eq, '=')) return std::string(sql);  // not col = expr: MariaDB says why
+            if (from != set) out += ", ";
+            out += fmt::format("{0} = IF({1}, {2}, {0})", a[col].text, cond, concat(a, eq + 1, a.size()));
+            from = c + 1;
+          }
+        }
+        out += ' ';
+        i = end - 1;
+        continue;
+      }
+    }
+    if (is_word(t, i, "AS")) {
+      std::size_t j = skip_space(t, i);
+      bool text = is_word(t, j, "TEXT"), bigint = is_word(t, j, "BIGINT");
+      if ((text || bigint) && is_punct(t, skip_space(t, j), ')')) {
+        out += text ? "AS CHAR" : "AS SIGNED";
+        i = j;
+        continue;
+      }
+    }
+    if (is_word(t, i, "IN")) {
+      std::size_t open = skip_space(t, i);
+      if (is_punct(t, open, '(') && is_word(t, skip_space(t, open), "SELECT")) {
+        std::size_t close = closing(t, open);
+        if (close < t.size() && has_top_level_limit(t, open + 1, close)) {
+          std::string inner = mysql_dialect(concat(t, open + 1, close), subqueries);
+          out += fmt::format("IN (SELECT * FROM ({}) AS harmar_in_{})", inner, ++*subqueries);
+          i = close;
+          continue;
+        }
+      }
+    }
+    out += t[i].text;
+    if (i == first) after_first = out.size();
+  }
+  if (ignore) out.insert(after_first, " IGNORE");  // INSERT IGNORE
+  return out;
+}
+
+std::string mysql_dialect(std::string_view sql) {
+  int subqueries = 0;
+  return mysql_dialect(sql, &subqueries);
+}
+
+// UPDATE … RETURNING, which MariaDB lacks, split into its parts: run_update_returning() locks the
+// rows WHERE picks (SELECT … FOR UPDATE), updates them by primary key and reads RETURNING's
+// columns back, in one transaction (the caller's, or one of its own).
+struct UpdateReturning {
+  std::string table, set, where, returning;
+};
+
+std::optional<UpdateReturning> split_update_returning(std::string_view sql) {
+  auto t = tokenize(sql);
+  std::size_t first = 0;
+  while (first < t.size() && t[first].kind == Token::Space) ++first;
+  if (!is_word(t, first, "UPDATE")) return std::nullopt;
+  std::size_t table = skip_space(t, first);
+  if (table >= t.size() || (t[table].kind != Token::Word && t[table].kind != Token::Quoted)) return std::nullopt;
+  std::size_t set = 0, where = 0, returning = 0;
+  int depth = 0;
+  for (std::size_t i = table + 1; i < t.size(); ++i) {
+    if (is_punct(t, i, '(')) ++depth;
+    if (is_punct(t, i, ')')) --depth;
+    if (depth != 0) continue;
+    if (!set && is_word(t, i, "SET")) set = i;
+    else if (set && !where && !returning && is_word(t, i, "WHERE")) where = i;
+    else if (set && is_word(t, i, "RETURNING")) returning = i;
+  }
+  if (!set || !returning || skip_space(t, table) != set) return std::nullopt;
+  UpdateReturning u;
+  u.table = std::string(t[table].text);
+  u.set = concat(t, set + 1, where ? where : returning);
+  if (where) u.where = concat(t, where + 1, returning);
+  u.returning = concat(t, returning + 1, t.size());
+  while (!u.returning.empty() && (std::isspace(static_cast<unsigned char>(u.returning.back())) || u.returning.back() == ';'))
+    u.returning.pop_back();
+  return u;
+}
+
+Rewritten rewrite_placeholders(std::string_view sql) {
+  Rewritten out;
+  out.sql.reserve(sql.size());
+  for (const Token& t : tokenize(sql)) {
+    if (t.kind == Token::Space && !std::isspace(static_cast<unsigned char>(t.text[0]))) {
+      out.sql += ' ';  // comments go (a trailing one would hide the end)
+    } else if (t.kind == Token::Word && t.text.size() > 1 && t.text[0] == '$' &&
+               std::isdigit(static_cast<unsigned char>(t.text[1]))) {
+      std::size_t j = 1, v = 0;
+      while (j < t.text.size() && std::isdigit(static_cast<unsigned char>(t.text[j]))) v = v * 10 + static_cast<std::size_t>(t.text[j++] - '0');
       out.sql += '?';
+      out.sql += t.text.substr(j);
       out.order.push_back(v - 1);
-      i = j;
     } else {
-      out.sql += c;
-      ++i;
+      out.sql += t.text;
     }
   }
   // One statement may end in ';' (a prepared statement may not); a second one stays and fails.
@@ -256,7 +481,7 @@ class Connection {
     }
     const char* setup[] = {
         "SET SESSION sql_mode = 'ANSI_QUOTES,PIPES_AS_CONCAT,STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,"
-        "ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION', NAMES utf8mb4 COLLATE utf8mb4_bin,"
+        "ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION,SIMULTANEOUS_ASSIGNMENT', NAMES utf8mb4 COLLATE utf8mb4_bin,"
         " time_zone = '+00:00'",
         "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
     };
@@ -279,11 +504,12 @@ class Connection {
 
   MYSQL* raw() const { return m_; }
   bool broken = false;
+  std::map<std::string, std::string> primary_keys;  // by table, for UPDATE … RETURNING
 
   Result<Statement*> prepare(std::string_view sql) {
     std::string key(sql);
     if (auto* s = cache_.get(key)) return s;
-    Rewritten rw = rewrite_placeholders(sql);
+    Rewritten rw = rewrite_placeholders(mysql_dialect(sql));
     MYSQL_STMT* st = mysql_stmt_init(m_);
     if (!st) return internal_error();
     if (mysql_stmt_prepare(st, rw.sql.data(), rw.sql.size()) != 0) {
@@ -523,6 +749,95 @@ Status run_simple(Connection& conn, std::string_view sql) {
   return {};
 }
 
+// The primary key column of `table`, looked up once per connection. 500 for a table without a
+// one-column primary key (UPDATE … RETURNING needs one on MariaDB).
+Result<std::string> primary_key(Connection& conn, const std::string& table) {
+  if (auto it = conn.primary_keys.find(table); it != conn.primary_keys.end()) return it->second;
+  auto rows = run_prepared(conn,
+                           "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = DATABASE()"
+                           " AND TABLE_NAME = $1 AND CONSTRAINT_NAME = 'PRIMARY'",
+                           {table});
+  if (!rows) return std::move(rows).error();
+  if (rows->size() != 1) {
+    logger()->error("mariadb: UPDATE … RETURNING needs a one-column primary key, and {} has none", table);
+    return internal_error();
+  }
+  std::string key = "\"" + rows->front().text(0) + "\"";
+  conn.primary_keys.emplace(table, key);
+  return key;
+}
+
+// `key IN ($first, …)` for n keys, padded to a power of two by repeating the last one so that a
+// statement's variants share a few cached prepared statements.
+std::string keys_in(const std::string& key, std::size_t first, std::size_t n) {
+  std::size_t padded = 1;
+  while (padded < n) padded *= 2;
+  std::string sql = key + " IN (";
+  for (std::size_t i = 0; i < padded; ++i) {
+    if (i) sql += ", ";
+    sql += fmt::format("${}", first + std::min(i, n - 1) + 1);
+  }
+  return sql + ")";
+}
+
+Result<Rows> run_update_returning(Connection& conn, const UpdateReturning& u, const Params& params) {
+  auto key = primary_key(conn, u.table);
+  if (!key) return std::move(key).error();
+  unsigned int status = 0;
+  mariadb_get_infov(conn.raw(), MARIADB_CONNECTION_SERVER_STATUS, &status);
+  bool own = !(status & SERVER_STATUS_IN_TRANS);
+  if (own) {
+    if (auto s = run_prepared(conn, "START TRANSACTION", {}); !s) return std::move(s).error();
+  }
+  auto run = [&]() -> Result<Rows> {
+    std::string where = u.where.empty() ? "" : " WHERE " + u.where;
+    auto picked = run_prepared(conn, "SELECT " + *key + " FROM " + u.table + where + " FOR UPDATE", params);
+    if (!picked) return std::move(picked).error();
+    if (picked->empty()) return Rows();
+    Params all = params;
+    std::size_t first = all.size();
+    for (std::size_t r = 0; r < picked->size(); ++r) {
+      std::visit(
+          [&](const auto& v) {
+            using T = std::decay_t<decltype(v)>;
+            if constexpr (std::is_same_v<T, std::monostate>) all.emplace_back(nullptr);
+            else all.emplace_back(v);
+          },
+          picked->cell(r, 0));
+    }
+    std::size_t n = all.size() - first;
+    std::string in = keys_in(*key, first, n);
+    auto updated = run_prepared(conn, "UPDATE " + u.table + " SET " + u.set + " WHERE " + in, all);
+    if (!updated) return std::move(updated).error();
+    auto rows = run_prepared(conn, "SELECT " + u.returning + " FROM " + u.table + " WHERE " + in, all);
+    if (!rows) return std::move(rows).error();
+    std::vector<Rows::Cell> cells;
+    for (std::size_t r = 0; r < rows->size(); ++r)
+      for (std::size_t c = 0; c < rows->columns().size(); ++c) cells.push_back(rows->cell(r, c));
+    return Rows(rows->columns(), std::move(cells), static_cast<int64_t>(rows->size()));
+  };
+  auto out = run();
+  if (own) {
+    if (!run_simple(conn, out ? "COMMIT" : "ROLLBACK")) {
+      conn.broken = true;
+      if (out) return internal_error();
+    }
+  }
+  return out;
+}
+
+// A statement as the store's callers write it: UPDATE … RETURNING emulated, the rest prepared.
+Result<Rows> run_statement(Connection& conn, std::string_view sql, const Params& params) {
+  auto start = sql.find_first_not_of(" \t\r\n");
+  bool update = start != std::string_view::npos && sql.size() >= start + 6 &&
+                std::toupper(static_cast<unsigned char>(sql[start])) == 'U' &&
+                std::toupper(static_cast<unsigned char>(sql[start + 1])) == 'P';
+  if (update && sql.find("RETURNING") != std::string_view::npos) {
+    if (auto u = split_update_returning(sql)) return run_update_returning(conn, *u, params);
+  }
+  return run_prepared(conn, sql, params);
+}
+
 // COMMIT or ROLLBACK, then the named locks the transaction took (GET_LOCK), which MariaDB would
 // otherwise keep for the session: as with pg_advisory_xact_lock, they last as long as the
 // transaction. A connection left in an unknown state is marked broken.
@@ -661,7 +976,7 @@ class MysqlTransaction final : public Transaction {
     if (auto s = check_params(params); !s) co_return std::move(s).error();
     if (sql.find("GET_LOCK(") != std::string_view::npos) named_locks_ = true;
     auto* conn = &lease_.conn();
-    auto run = [&] { return run_prepared(*conn, sql, params); };
+    auto run = [&] { return run_statement(*conn, sql, params); };
     auto r = co_await on_pool(lease_.pool(), run);
     if (!r) failed_ = true;
     co_return r;
@@ -727,7 +1042,7 @@ class MysqlDatabase final : public Database {
     if (!l) co_return std::move(l).error();
     auto* conn = &l->conn();
     auto run = [&] {
-      auto out = run_prepared(*conn, sql, params);
+      auto out = run_statement(*conn, sql, params);
       // A BEGIN sent through Database::query() must not leak into the next user's statements.
       unsigned int status = 0;
       mariadb_get_infov(conn->raw(), MARIADB_CONNECTION_SERVER_STATUS, &status);

@@ -239,6 +239,59 @@ TEST_P(SqlBackend, a_unique_violation_is_a_conflict_without_sql_details) {
   }());
 }
 
+// The modules write these PostgreSQL spellings once; the MariaDB backend rewrites them (mysql.cpp).
+TEST_P(SqlBackend, upserts_casts_limited_subqueries_and_update_returning_mean_the_same_everywhere) {
+  run([&]() -> asio::awaitable<void> {
+    SQL_CO_ASSERT_OK(co_await create_items(*db_));
+    SQL_CO_ASSERT_OK(co_await db_->exec("INSERT INTO items (id, name, qty) VALUES (1, 'a', 1), (2, 'b', 2), (3, 'c', 3)", {}));
+    SQL_CO_ASSIGN_OK(nothing, co_await db_->exec("INSERT INTO items (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+                                                 {int64_t{1}, "z"}));
+    EXPECT_EQ(nothing, 0);
+    const char* upsert =
+        "INSERT INTO items (id, name, qty) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET qty = excluded.qty"
+        " WHERE excluded.qty > items.qty";
+    SQL_CO_ASSERT_OK(co_await db_->exec(upsert, {int64_t{2}, "b", int64_t{20}}));
+    SQL_CO_ASSERT_OK(co_await db_->exec(upsert, {int64_t{3}, "c", int64_t{0}}));
+    SQL_CO_ASSERT_OK(co_await db_->exec(upsert, {int64_t{4}, "d", int64_t{4}}));
+    SQL_CO_ASSIGN_OK(bumped, co_await db_->query("INSERT INTO items (id, name, qty) VALUES ($1, $2, 1) ON CONFLICT (id)"
+                                                 " DO UPDATE SET qty = items.qty + $3 RETURNING qty",
+                                                 {int64_t{1}, "a", int64_t{5}}));
+    EXPECT_EQ(bumped.size(), 1u);
+    EXPECT_EQ(bumped.empty() ? 0 : bumped.front().integer(0), 6);
+    SQL_CO_ASSIGN_OK(qty, co_await db_->query("SELECT id, qty FROM items ORDER BY id", {}));
+    std::vector<int64_t> got;
+    for (const Row& r : qty) got.push_back(r.integer(1));
+    EXPECT_EQ(got, (std::vector<int64_t>{6, 20, 3, 4}));
+
+    SQL_CO_ASSIGN_OK(cast, co_await db_->query("SELECT CAST($1 AS TEXT) || 'x', CAST($2 AS BIGINT) + 1", {int64_t{7}, "41"}));
+    EXPECT_EQ(cast.front().text(0), "7x");
+    EXPECT_EQ(cast.front().integer(1), 42);
+    SQL_CO_ASSIGN_OK(limited, co_await db_->query("SELECT name FROM items WHERE id IN (SELECT id FROM items ORDER BY qty"
+                                                  " DESC LIMIT $1) ORDER BY name",
+                                                  {int64_t{2}}));
+    EXPECT_EQ(limited.size(), 2u);
+    EXPECT_EQ(limited.size() == 2 ? limited[0].text(0) + limited[1].text(0) : "", "ab");
+
+    // UPDATE … RETURNING: the changed rows, as they are after the change; none when none matched.
+    SQL_CO_ASSIGN_OK(updated, co_await db_->query("UPDATE items SET qty = qty + $2 WHERE id IN (SELECT id FROM items"
+                                                  " ORDER BY id LIMIT $1) RETURNING id, qty",
+                                                  {int64_t{2}, int64_t{100}}));
+    EXPECT_EQ(updated.size(), 2u);
+    EXPECT_EQ(updated.affected(), 2);
+    int64_t sum = 0;
+    for (const Row& r : updated) sum += r.integer(1);
+    EXPECT_EQ(sum, 106 + 120);
+    SQL_CO_ASSIGN_OK(none, co_await db_->query("UPDATE items SET qty = 0 WHERE id = $1 RETURNING id", {int64_t{99}}));
+    EXPECT_TRUE(none.empty());
+    SQL_CO_ASSIGN_OK(tx, co_await db_->begin());
+    SQL_CO_ASSIGN_OK(in_tx, co_await tx->query("UPDATE items SET name = $2 WHERE id = $1 RETURNING name", {int64_t{4}, "dd"}));
+    EXPECT_EQ(in_tx.size() == 1 ? in_tx.front().text(0) : "", "dd");
+    SQL_CO_ASSERT_OK(co_await tx->rollback());
+    SQL_CO_ASSIGN_OK(after, co_await db_->query("SELECT name FROM items WHERE id = 4", {}));
+    EXPECT_EQ(after.front().text(0), "d") << "the rolled back UPDATE … RETURNING left nothing";
+  }());
+}
+
 TEST_P(SqlBackend, other_sql_errors_are_internal_without_sql_details) {
   run([&]() -> asio::awaitable<void> {
     auto r = co_await db_->query("SELECT * FROM no_such_table", {});
