@@ -4,7 +4,7 @@ namespace harmar::auth {
 
 namespace {
 
-// The DDL both backends share; the PostgreSQL and SQLite texts differ only where the types do.
+// The DDL SQLite and PostgreSQL share; they would differ only where the types do.
 std::string schema_v1(bool postgres) {
   (void)postgres;  // the same DDL reads right on both today; the parameter is where they would part
   std::string s =
@@ -59,11 +59,62 @@ std::string schema_v1(bool postgres) {
   return s;
 }
 
+// MariaDB: keyed text is VARCHAR (an index key is at most 3072 bytes, 768 utf8mb4 characters),
+// sized past what the API accepts; other text is LONGTEXT (TEXT stops at 64 KiB there).
+constexpr const char* kMysqlSchemaV1 =
+    "CREATE TABLE users ( id VARCHAR(64) PRIMARY KEY, email VARCHAR(255) UNIQUE, phone VARCHAR(64) UNIQUE, name"
+    " LONGTEXT NOT NULL DEFAULT '', password_hash LONGTEXT, email_verified BOOLEAN NOT NULL DEFAULT FALSE,"
+    " created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+    " COLLATE=utf8mb4_nopad_bin;"
+    "CREATE TABLE roles ( name VARCHAR(128) PRIMARY KEY, description LONGTEXT NOT NULL DEFAULT '', builtin"
+    " BOOLEAN NOT NULL DEFAULT FALSE, created_at BIGINT NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+    " COLLATE=utf8mb4_nopad_bin;"
+    "CREATE TABLE role_permissions ( role VARCHAR(128) NOT NULL, permission VARCHAR(255) NOT NULL, PRIMARY KEY"
+    " (role, permission), FOREIGN KEY (role) REFERENCES roles(name) ON DELETE CASCADE) ENGINE=InnoDB DEFAULT"
+    " CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin;"
+    "CREATE TABLE user_roles ( user_id VARCHAR(64) NOT NULL, role VARCHAR(128) NOT NULL, PRIMARY KEY (user_id,"
+    " role), FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE, FOREIGN KEY (role) REFERENCES"
+    " roles(name) ON DELETE CASCADE, INDEX user_roles_role (role)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+    " COLLATE=utf8mb4_nopad_bin;"
+    "CREATE TABLE identities ( provider VARCHAR(64) NOT NULL, subject VARCHAR(255) NOT NULL, user_id"
+    " VARCHAR(64) NOT NULL, email LONGTEXT NOT NULL DEFAULT '', created_at BIGINT NOT NULL, PRIMARY KEY"
+    " (provider, subject), FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE, INDEX identities_user"
+    " (user_id)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin;"
+    "CREATE TABLE sessions ( id VARCHAR(64) PRIMARY KEY, user_id VARCHAR(64) NOT NULL, method LONGTEXT NOT"
+    " NULL, ip LONGTEXT NOT NULL DEFAULT '', user_agent LONGTEXT NOT NULL DEFAULT '', created_at BIGINT NOT"
+    " NULL, last_used_at BIGINT NOT NULL, expires_at BIGINT NOT NULL, revoked_at BIGINT, revoke_reason"
+    " LONGTEXT, FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE, INDEX sessions_user (user_id,"
+    " created_at), INDEX sessions_revoked (revoked_at)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+    " COLLATE=utf8mb4_nopad_bin;"
+    "CREATE TABLE refresh_tokens ( token_hash VARCHAR(128) PRIMARY KEY, session_id VARCHAR(64) NOT NULL,"
+    " created_at BIGINT NOT NULL, spent_at BIGINT, FOREIGN KEY (session_id) REFERENCES sessions(id) ON DELETE"
+    " CASCADE, INDEX refresh_tokens_session (session_id)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+    " COLLATE=utf8mb4_nopad_bin;"
+    "CREATE TABLE auth_tokens ( token_hash VARCHAR(128) PRIMARY KEY, purpose VARCHAR(64) NOT NULL, user_id"
+    " VARCHAR(64) NOT NULL, email LONGTEXT NOT NULL, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL,"
+    " used_at BIGINT, FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE, INDEX auth_tokens_user"
+    " (user_id, purpose)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin;"
+    "CREATE TABLE signing_keys ( kid VARCHAR(64) PRIMARY KEY, public_key LONGTEXT NOT NULL, secret_box LONGTEXT"
+    " NOT NULL, created_at BIGINT NOT NULL, retired_at BIGINT) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+    " COLLATE=utf8mb4_nopad_bin;"
+    "CREATE TABLE api_keys ( id VARCHAR(64) PRIMARY KEY, user_id VARCHAR(64) NOT NULL, name LONGTEXT NOT NULL,"
+    " key_hash VARCHAR(128) NOT NULL UNIQUE, prefix LONGTEXT NOT NULL, permissions LONGTEXT NOT NULL,"
+    " created_at BIGINT NOT NULL, expires_at BIGINT, last_used_at BIGINT, revoked_at BIGINT, FOREIGN KEY"
+    " (user_id) REFERENCES users(id) ON DELETE CASCADE, INDEX api_keys_user (user_id, id)) ENGINE=InnoDB"
+    " DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin;"
+    "CREATE TABLE auth_audit ( id VARCHAR(64) PRIMARY KEY, at BIGINT NOT NULL, user_id VARCHAR(255), ip"
+    " LONGTEXT NOT NULL DEFAULT '', user_agent LONGTEXT NOT NULL DEFAULT '', event VARCHAR(64) NOT NULL, detail"
+    " LONGTEXT NOT NULL DEFAULT '{}', INDEX auth_audit_user (user_id, id), INDEX auth_audit_event (event, id))"
+    " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin;"
+    "INSERT INTO roles (name, description, builtin, created_at) VALUES ('admin', 'every permission', TRUE, 0),"
+    " ('user', 'a signed-up user', TRUE, 0);";
+
 }  // namespace
 
 std::vector<store::Migration> migrations() {
   return {
-      {1, "users, roles, sessions, tokens, signing keys, api keys, audit", schema_v1(false), schema_v1(true)},
+      {1, "users, roles, sessions, tokens, signing keys, api keys, audit", schema_v1(false), schema_v1(true),
+       kMysqlSchemaV1},
   };
 }
 

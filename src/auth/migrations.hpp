@@ -5,7 +5,7 @@
 
 namespace harmar::auth {
 
-// The auth module's schema, SQLite and PostgreSQL side by side.
+// The auth module's schema, SQLite, PostgreSQL and MariaDB side by side.
 std::vector<store::Migration> migrations();
 
 }  // namespace harmar::auth

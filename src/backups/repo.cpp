@@ -46,7 +46,13 @@ std::vector<store::Migration> migrations() {
       " blob_key TEXT NOT NULL, created_at BIGINT NOT NULL);"
       "CREATE INDEX config_backups_user ON config_backups (user_id, id);"
       "CREATE INDEX config_backups_device ON config_backups (device_id, id);";
-  return {{1, "config_backups", ddl, ddl}};
+  const char* mysql =
+      "CREATE TABLE config_backups (id VARCHAR(64) PRIMARY KEY, user_id VARCHAR(64) NOT NULL, device_id"
+      " VARCHAR(64) NOT NULL, name LONGTEXT NOT NULL, content_type LONGTEXT NOT NULL, size BIGINT NOT NULL,"
+      " sha256 LONGTEXT NOT NULL, blob_key LONGTEXT NOT NULL, created_at BIGINT NOT NULL, INDEX"
+      " config_backups_user (user_id, id), INDEX config_backups_device (device_id, id)) ENGINE=InnoDB DEFAULT"
+      " CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin;";
+  return {{1, "config_backups", ddl, ddl, mysql}};
 }
 
 asio::awaitable<Status> insert(Querier& q, const Backup& b) {
@@ -65,7 +71,14 @@ asio::awaitable<Result<Usage>> usage(Querier& q, const std::string& user_id) {
 }
 
 asio::awaitable<Status> lock_user(Querier& q, store::Backend backend, const std::string& user_id) {
-  if (backend != store::Backend::Postgres) co_return Status{};
+  if (backend == store::Backend::Sqlite) co_return Status{};  // its one writer already serialises
+  if (backend == store::Backend::Mysql) {
+    // A named lock, which the MariaDB backend releases when the transaction ends.
+    auto rows = co_await q.query("SELECT GET_LOCK('config_backups:' || $1, 10)", {user_id});
+    if (!rows) co_return std::move(rows).error();
+    if (rows->empty() || rows->front().integer(0) != 1) co_return Error::unavailable("another upload holds the quota lock");
+    co_return Status{};
+  }
   auto rows = co_await q.query("SELECT pg_advisory_xact_lock(hashtext('config_backups:' || $1))", {user_id});
   if (!rows) co_return std::move(rows).error();
   co_return Status{};

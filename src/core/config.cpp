@@ -99,7 +99,7 @@ Schema core_schema() {
   s.add({"workers", Type::Int, "0", "event-loop threads, each with its own listener; 0 means one per core", 0, 256});
   s.add({"blocking_threads", Type::Int, "0", "threads for blocking work (SQLite, hashing, files); 0 means 2 x cores, at least 4", 0, 256});
   s.add({"data_dir", Type::String, "./data", "directory for embedded state (SQLite database, blobs)"});
-  s.add({"db", Type::String, "", "database URL: sqlite://PATH or postgres://... (mysql://USER@HOST:PORT/DB: MariaDB, for harmar collections only; serve refuses it); empty means sqlite://DATA_DIR/harmar.db"});
+  s.add({"db", Type::String, "", "database URL: sqlite://PATH, postgres://... or mysql://USER[:PASSWORD]@HOST:PORT/DB (MariaDB 10.6 or later); empty means sqlite://DATA_DIR/harmar.db"});
   s.add({"db_pool", Type::Int, "4", "PostgreSQL connections per worker", 1, 64});
   s.add({"redis", Type::String, "", "redis://HOST:PORT[/DB] for cross-node pub/sub and shared kv; empty means in-process"});
   s.add({"blobs", Type::String, "", "blob storage URL: file:///PATH, or s3://[KEY:SECRET@]HOST[:PORT]/BUCKET[/PREFIX][?region=&tls=0&style=virtual] (see docs/storage.md); empty means DATA_DIR/blobs"});

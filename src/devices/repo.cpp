@@ -80,7 +80,17 @@ std::vector<store::Migration> migrations() {
        " created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL);"
        "CREATE UNIQUE INDEX devices_key_hash ON devices (key_hash);"
        "CREATE INDEX devices_user ON devices (user_id, id);"
-       "CREATE INDEX devices_online_seen ON devices (last_seen_at) WHERE status = 'online';"},
+       "CREATE INDEX devices_online_seen ON devices (last_seen_at) WHERE status = 'online';",
+       // MariaDB has no partial index: the sweeper's is on (status, last_seen_at).
+       "CREATE TABLE devices (id VARCHAR(64) PRIMARY KEY, user_id VARCHAR(64) NOT NULL, name LONGTEXT NOT NULL,"
+       " hostname LONGTEXT NOT NULL DEFAULT '', os LONGTEXT NOT NULL DEFAULT '', arch LONGTEXT NOT NULL DEFAULT"
+       " '', version LONGTEXT NOT NULL DEFAULT '', labels LONGTEXT NOT NULL DEFAULT '{}', status VARCHAR(16)"
+       " NOT NULL DEFAULT 'offline', agent_status LONGTEXT NOT NULL DEFAULT '', metrics LONGTEXT NOT NULL"
+       " DEFAULT '{}', last_seen_at BIGINT, config LONGTEXT NOT NULL DEFAULT '{}', config_version BIGINT NOT"
+       " NULL DEFAULT 0, key_hash VARCHAR(128) NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT"
+       " NULL, UNIQUE INDEX devices_key_hash (key_hash), INDEX devices_user (user_id, id), INDEX"
+       " devices_online_seen (status, last_seen_at)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+       " COLLATE=utf8mb4_nopad_bin;"},
   };
 }
 

@@ -42,6 +42,45 @@ constexpr const char* kSchema =
     "CREATE INDEX im_presence_node ON im_presence (node_id);"
     "CREATE TABLE im_last_seen (user_id TEXT PRIMARY KEY, seen_at BIGINT NOT NULL);";
 
+// MariaDB: keyed text is VARCHAR (an index key holds at most 768 utf8mb4 characters), the rest
+// LONGTEXT; no partial index (unused attachments are found by (message_id, created_at)).
+constexpr const char* kMysqlSchema =
+    "CREATE TABLE im_conversations (id VARCHAR(64) PRIMARY KEY, type VARCHAR(16) NOT NULL, title LONGTEXT NOT"
+    " NULL DEFAULT '', encrypted BOOLEAN NOT NULL DEFAULT FALSE, is_open BOOLEAN NOT NULL DEFAULT FALSE,"
+    " direct_key VARCHAR(255), created_by VARCHAR(64) NOT NULL, last_seq BIGINT NOT NULL DEFAULT 0,"
+    " member_count BIGINT NOT NULL DEFAULT 0, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL,"
+    " last_activity_at BIGINT NOT NULL, UNIQUE INDEX im_conversations_direct (direct_key)) ENGINE=InnoDB"
+    " DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin;"
+    "CREATE TABLE im_members (conversation_id VARCHAR(64) NOT NULL, user_id VARCHAR(64) NOT NULL, role"
+    " VARCHAR(16) NOT NULL, read_seq BIGINT NOT NULL DEFAULT 0, joined_at BIGINT NOT NULL, PRIMARY KEY"
+    " (conversation_id, user_id), INDEX im_members_user (user_id)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+    " COLLATE=utf8mb4_nopad_bin;"
+    "CREATE TABLE im_messages (id VARCHAR(64) PRIMARY KEY, conversation_id VARCHAR(64) NOT NULL, seq BIGINT NOT"
+    " NULL, sender_id VARCHAR(64) NOT NULL, body LONGTEXT NOT NULL, client_msg_id VARCHAR(255) NOT NULL,"
+    " ciphertext LONGTEXT NOT NULL DEFAULT '', attachment_id VARCHAR(64), created_at BIGINT NOT NULL, edited_at"
+    " BIGINT, deleted_at BIGINT, UNIQUE INDEX im_messages_seq (conversation_id, seq), UNIQUE INDEX"
+    " im_messages_client (conversation_id, sender_id, client_msg_id)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+    " COLLATE=utf8mb4_nopad_bin;"
+    "CREATE TABLE im_attachments (id VARCHAR(64) PRIMARY KEY, conversation_id VARCHAR(64) NOT NULL, uploader_id"
+    " VARCHAR(64) NOT NULL, name LONGTEXT NOT NULL, content_type LONGTEXT NOT NULL, size BIGINT NOT NULL,"
+    " sha256 LONGTEXT NOT NULL, message_id VARCHAR(64), created_at BIGINT NOT NULL, INDEX im_attachments_unused"
+    " (message_id, created_at)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin;"
+    "CREATE TABLE im_sync_heads (user_id VARCHAR(64) PRIMARY KEY, pos BIGINT NOT NULL) ENGINE=InnoDB DEFAULT"
+    " CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin;"
+    "CREATE TABLE im_sync_events (user_id VARCHAR(64) NOT NULL, pos BIGINT NOT NULL, type VARCHAR(64) NOT NULL,"
+    " conversation_id VARCHAR(64) NOT NULL, message_seq BIGINT, data LONGTEXT NOT NULL, created_at BIGINT NOT"
+    " NULL, PRIMARY KEY (user_id, pos), INDEX im_sync_events_created (created_at)) ENGINE=InnoDB DEFAULT"
+    " CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin;"
+    "CREATE TABLE im_device_keys (id VARCHAR(64) PRIMARY KEY, user_id VARCHAR(64) NOT NULL, device_id"
+    " VARCHAR(255) NOT NULL, public_key LONGTEXT NOT NULL, created_at BIGINT NOT NULL, UNIQUE INDEX"
+    " im_device_keys_device (user_id, device_id)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+    " COLLATE=utf8mb4_nopad_bin;"
+    "CREATE TABLE im_presence (user_id VARCHAR(64) NOT NULL, node_id VARCHAR(255) NOT NULL, seen_at BIGINT NOT"
+    " NULL, PRIMARY KEY (user_id, node_id), INDEX im_presence_node (node_id)) ENGINE=InnoDB DEFAULT"
+    " CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin;"
+    "CREATE TABLE im_last_seen (user_id VARCHAR(64) PRIMARY KEY, seen_at BIGINT NOT NULL) ENGINE=InnoDB DEFAULT"
+    " CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin;";
+
 constexpr const char* kConvColumns =
     "c.id, c.type, c.title, c.encrypted, c.is_open, c.created_by, c.last_seq, c.member_count, c.created_at,"
     " c.updated_at, c.last_activity_at";
@@ -146,7 +185,9 @@ Result<std::optional<T>> first(Result<Rows> rows, F read) {
 
 }  // namespace
 
-std::vector<store::Migration> migrations() { return {{1, "conversations, messages, sync log, keys, presence", kSchema, kSchema}}; }
+std::vector<store::Migration> migrations() {
+  return {{1, "conversations, messages, sync log, keys, presence", kSchema, kSchema, kMysqlSchema}};
+}
 
 // --- conversations --------------------------------------------------------------------------
 

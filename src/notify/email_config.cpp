@@ -63,7 +63,12 @@ std::vector<store::Migration> email_config_migrations(int version) {
       "CREATE TABLE email_configs (id TEXT NOT NULL UNIQUE, user_id TEXT NOT NULL, device_id TEXT NOT NULL,"
       " recipients TEXT NOT NULL, kinds TEXT NOT NULL, enabled BOOLEAN NOT NULL, smtp TEXT, smtp_password TEXT,"
       " created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, PRIMARY KEY (user_id, device_id));";
-  return {{version, "email_configs", sql, sql}};
+  const char* mysql =
+      "CREATE TABLE email_configs (id VARCHAR(64) NOT NULL UNIQUE, user_id VARCHAR(64) NOT NULL, device_id"
+      " VARCHAR(255) NOT NULL, recipients LONGTEXT NOT NULL, kinds LONGTEXT NOT NULL, enabled BOOLEAN NOT NULL,"
+      " smtp LONGTEXT, smtp_password LONGTEXT, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, PRIMARY"
+      " KEY (user_id, device_id)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin;";
+  return {{version, "email_configs", sql, sql, mysql}};
 }
 
 namespace {

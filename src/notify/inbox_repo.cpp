@@ -11,7 +11,7 @@ namespace js = boost::json;
 namespace {
 
 constexpr const char* kCols = "id, user_id, kind, title, body, data, read_at, created_at";
-constexpr const char* kAnnCols = "id, title, body, data, user_ids, created_by, done, delivered, created_at, cursor";
+constexpr const char* kAnnCols = "id, title, body, data, user_ids, created_by, done, delivered, created_at, \"cursor\"";
 
 js::object parse_object(const std::string& text) {
   boost::system::error_code ec;
@@ -163,7 +163,7 @@ asio::awaitable<Status> insert_announcement(Querier& q, const Announcement& a) {
     ids = js::serialize(arr);
   }
   auto n = co_await q.exec(
-      "INSERT INTO inbox_announcements (id, title, body, data, user_ids, created_by, cursor, delivered, done,"
+      "INSERT INTO inbox_announcements (id, title, body, data, user_ids, created_by, \"cursor\", delivered, done,"
       " lease_until, created_at) VALUES ($1, $2, $3, $4, $5, $6, '', 0, FALSE, 0, $7)",
       {a.id, a.title, a.body, js::serialize(a.data), ids, a.created_by, a.created_at});
   if (!n) co_return std::move(n).error();
@@ -186,7 +186,7 @@ asio::awaitable<Result<std::optional<AnnouncementWork>>> claim_announcement(stor
 asio::awaitable<Status> advance_announcement(Querier& q, const std::string& id, const std::string& cursor,
                                              int64_t delivered, bool done) {
   auto n = co_await q.exec(
-      "UPDATE inbox_announcements SET cursor = $2, delivered = delivered + $3, done = $4, lease_until = 0"
+      "UPDATE inbox_announcements SET \"cursor\" = $2, delivered = delivered + $3, done = $4, lease_until = 0"
       " WHERE id = $1",
       {id, cursor, delivered, done});
   if (!n) co_return std::move(n).error();

@@ -57,7 +57,13 @@ std::vector<store::Migration> inbound_migrations(int version) {
       " received_at BIGINT NOT NULL);"
       "CREATE INDEX email_inbound_message ON email_inbound (message_id, status);"
       "CREATE INDEX email_inbound_status ON email_inbound (status, id);";
-  return {{version, "email_inbound", sql, sql}};
+  const char* mysql =
+      "CREATE TABLE email_inbound (id VARCHAR(64) PRIMARY KEY, status VARCHAR(32) NOT NULL, code LONGTEXT,"
+      " reason LONGTEXT, from_addr LONGTEXT, subject LONGTEXT, message_id VARCHAR(255), blob_key LONGTEXT,"
+      " action LONGTEXT, task_id VARCHAR(64), device_id VARCHAR(64), size BIGINT NOT NULL, received_at BIGINT"
+      " NOT NULL, INDEX email_inbound_message (message_id, status), INDEX email_inbound_status (status, id))"
+      " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin;";
+  return {{version, "email_inbound", sql, sql, mysql}};
 }
 
 std::string reply_text(std::string_view text, std::size_t max) {

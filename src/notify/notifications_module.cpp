@@ -79,7 +79,37 @@ std::vector<store::Migration> migrations() {
       "CREATE INDEX webhook_deliveries_hook ON webhook_deliveries (webhook_id, id);"
       "CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';"
       "CREATE INDEX webhook_deliveries_created ON webhook_deliveries (created_at);";
-  return {{1, "inbox", inbox, inbox}, {2, "webhooks", hooks, hooks}};
+  // MariaDB has no partial index: those become indexes led by the column they filtered on.
+  const char* inbox_mysql =
+      "CREATE TABLE inbox_messages (id VARCHAR(64) PRIMARY KEY, user_id VARCHAR(64) NOT NULL, kind VARCHAR(128)"
+      " NOT NULL, title LONGTEXT NOT NULL, body LONGTEXT NOT NULL, data LONGTEXT NOT NULL, read_at BIGINT,"
+      " created_at BIGINT NOT NULL, dedupe_key VARCHAR(255), INDEX inbox_messages_user (user_id, id), INDEX"
+      " inbox_messages_unread (user_id, read_at, id), UNIQUE INDEX inbox_messages_dedupe (user_id, dedupe_key),"
+      " INDEX inbox_messages_created (created_at)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+      " COLLATE=utf8mb4_nopad_bin;"
+      "CREATE TABLE inbox_preferences (user_id VARCHAR(64) NOT NULL, kind VARCHAR(128) NOT NULL, inbox BOOLEAN"
+      " NOT NULL, email BOOLEAN NOT NULL, updated_at BIGINT NOT NULL, PRIMARY KEY (user_id, kind))"
+      " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin;"
+      "CREATE TABLE inbox_announcements (id VARCHAR(64) PRIMARY KEY, title LONGTEXT NOT NULL, body LONGTEXT NOT"
+      " NULL, data LONGTEXT NOT NULL, user_ids LONGTEXT, created_by VARCHAR(64) NOT NULL, \"cursor\" LONGTEXT NOT"
+      " NULL, delivered BIGINT NOT NULL, done BOOLEAN NOT NULL, lease_until BIGINT NOT NULL, created_at BIGINT"
+      " NOT NULL, INDEX inbox_announcements_pending (done, id)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+      " COLLATE=utf8mb4_nopad_bin;";
+  const char* hooks_mysql =
+      "CREATE TABLE webhooks (id VARCHAR(64) PRIMARY KEY, user_id VARCHAR(64) NOT NULL, url LONGTEXT NOT NULL,"
+      " secret LONGTEXT NOT NULL, event_types LONGTEXT NOT NULL, description LONGTEXT NOT NULL, enabled BOOLEAN"
+      " NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, INDEX webhooks_user (user_id, id))"
+      " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin;"
+      "CREATE TABLE webhook_deliveries (id VARCHAR(64) PRIMARY KEY, webhook_id VARCHAR(64) NOT NULL, user_id"
+      " VARCHAR(64) NOT NULL, event_id VARCHAR(255) NOT NULL, event_type VARCHAR(128) NOT NULL, payload"
+      " LONGTEXT NOT NULL, status VARCHAR(16) NOT NULL, attempts BIGINT NOT NULL, max_attempts BIGINT NOT NULL,"
+      " next_attempt_at BIGINT NOT NULL, lease_until BIGINT NOT NULL, response_status BIGINT, error LONGTEXT,"
+      " response_excerpt LONGTEXT, duration_ms BIGINT, created_at BIGINT NOT NULL, last_attempt_at BIGINT,"
+      " delivered_at BIGINT, UNIQUE INDEX webhook_deliveries_event (webhook_id, event_id), INDEX"
+      " webhook_deliveries_hook (webhook_id, id), INDEX webhook_deliveries_due (status, next_attempt_at), INDEX"
+      " webhook_deliveries_created (created_at)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+      " COLLATE=utf8mb4_nopad_bin;";
+  return {{1, "inbox", inbox, inbox, inbox_mysql}, {2, "webhooks", hooks, hooks, hooks_mysql}};
 }
 
 struct State {

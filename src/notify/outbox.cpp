@@ -39,7 +39,12 @@ std::vector<store::Migration> migrations() {
        " body TEXT, redacted BOOLEAN NOT NULL DEFAULT FALSE, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,"
        " error TEXT, created_at BIGINT NOT NULL, sent_at BIGINT);"
        "CREATE INDEX outbox_created ON outbox (created_at);"
-       "CREATE INDEX outbox_to ON outbox (to_addr, created_at);"},
+       "CREATE INDEX outbox_to ON outbox (to_addr, created_at);",
+       "CREATE TABLE outbox (id VARCHAR(64) PRIMARY KEY, kind VARCHAR(64) NOT NULL, to_addr VARCHAR(255) NOT"
+       " NULL, subject LONGTEXT NOT NULL, body LONGTEXT, redacted BOOLEAN NOT NULL DEFAULT FALSE, status"
+       " VARCHAR(16) NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, error LONGTEXT, created_at BIGINT NOT NULL,"
+       " sent_at BIGINT, INDEX outbox_created (created_at), INDEX outbox_to (to_addr, created_at))"
+       " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin;"},
   };
 }
 
@@ -56,7 +61,14 @@ store::Migration queue_migration(int version) {
       " WHERE status = 'queued';"
       "CREATE INDEX outbox_due ON outbox (status, next_at);"
       "CREATE INDEX outbox_status ON outbox (status, id);";
-  return {version, "outbox_queue", common, common};
+  const char* mysql =
+      "ALTER TABLE outbox ADD COLUMN message LONGTEXT, ADD COLUMN next_at BIGINT, ADD COLUMN lease_until BIGINT,"
+      " ADD COLUMN claimed_by VARCHAR(255), ADD COLUMN config_id VARCHAR(64),"
+      " ADD COLUMN max_attempts INTEGER NOT NULL DEFAULT 1, ADD INDEX outbox_due (status, next_at),"
+      " ADD INDEX outbox_status (status, id);"
+      "UPDATE outbox SET status = 'dead', error = 'queued before delivery was durable; never retried'"
+      " WHERE status = 'queued';";
+  return {version, "outbox_queue", common, common, mysql};
 }
 
 asio::awaitable<Status> insert(store::Database& db, Row row) {

@@ -52,7 +52,7 @@ const char* static_type(std::string_view t) {
 asio::awaitable<net::Response> replay_or_refuse(store::Database& db, const std::string& scope, const std::string& key,
                                                 const std::string& hash) {
   auto rows = co_await db.query(
-      "SELECT request_hash, status, content_type, body FROM idempotency_keys WHERE scope = $1 AND key = $2",
+      "SELECT request_hash, status, content_type, body FROM idempotency_keys WHERE scope = $1 AND \"key\" = $2",
       {scope, key});
   if (!rows.ok()) co_return rows.error();
   if (rows->empty()) co_return Error::conflict("the request with this Idempotency-Key just expired; retry", "idempotency_in_progress");
@@ -89,21 +89,21 @@ net::Middleware idempotent(Services& services) {
     scope += " " + std::string(req.route());
     std::string hash = sha256_hex(req.method_text(), req.target(), req.body);
     auto claimed = co_await db->exec(
-        "INSERT INTO idempotency_keys (scope, key, request_hash, status, content_type, body, created_at) "
-        "VALUES ($1, $2, $3, 0, '', '', $4) ON CONFLICT (scope, key) DO NOTHING",
+        "INSERT INTO idempotency_keys (scope, \"key\", request_hash, status, content_type, body, created_at) "
+        "VALUES ($1, $2, $3, 0, '', '', $4) ON CONFLICT (scope, \"key\") DO NOTHING",
         {scope, key, hash, now_ms()});
     if (!claimed.ok()) co_return claimed.error();
     if (*claimed == 0) co_return co_await replay_or_refuse(*db, scope, key, hash);
 
     net::Response resp = co_await next(req);
     if (resp.status >= 500) {
-      auto dropped = co_await db->exec("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2", {scope, key});
+      auto dropped = co_await db->exec("DELETE FROM idempotency_keys WHERE scope = $1 AND \"key\" = $2", {scope, key});
       (void)dropped;
       co_return resp;
     }
     std::string type = resp.content_type ? resp.content_type : std::string(resp.find_header("Content-Type"));
     auto kept = co_await db->exec(
-        "UPDATE idempotency_keys SET status = $3, content_type = $4, body = $5 WHERE scope = $1 AND key = $2",
+        "UPDATE idempotency_keys SET status = $3, content_type = $4, body = $5 WHERE scope = $1 AND \"key\" = $2",
         {scope, key, int64_t(resp.status), type, resp.body});
     if (!kept.ok())
       log::get("platform")->warn(log::fields({{"msg", "idempotent response not kept"}, {"error", kept.error().detail}}));
@@ -144,7 +144,11 @@ Module platform_module() {
        "CREATE TABLE idempotency_keys (scope TEXT NOT NULL, key TEXT NOT NULL, request_hash TEXT NOT NULL,"
        " status INTEGER NOT NULL, content_type TEXT NOT NULL, body TEXT NOT NULL, created_at BIGINT NOT NULL,"
        " PRIMARY KEY (scope, key));"
-       "CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);"},
+       "CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);",
+       "CREATE TABLE idempotency_keys (scope VARCHAR(255) NOT NULL, \"key\" VARCHAR(255) NOT NULL, request_hash"
+       " VARCHAR(128) NOT NULL, status INTEGER NOT NULL, content_type LONGTEXT NOT NULL, body LONGBLOB NOT"
+       " NULL, created_at BIGINT NOT NULL, PRIMARY KEY (scope, \"key\"), INDEX idempotency_keys_created"
+       " (created_at)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin;"},
   };
   auto sweeper = std::make_shared<std::shared_ptr<Sweeper>>();
   m.start = [sweeper](Services& s) {

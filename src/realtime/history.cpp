@@ -18,7 +18,13 @@ std::vector<store::Migration> history_migrations() {
       "CREATE TABLE rt_events (channel TEXT NOT NULL, seq BIGINT NOT NULL, type TEXT NOT NULL, data TEXT NOT NULL,"
       " created_at BIGINT NOT NULL, PRIMARY KEY (channel, seq));"
       "CREATE INDEX rt_events_created ON rt_events (created_at);";
-  return {{1, "channel history", ddl, ddl}};
+  const char* mysql =
+      "CREATE TABLE rt_channels (channel VARCHAR(255) PRIMARY KEY, seq BIGINT NOT NULL) ENGINE=InnoDB DEFAULT"
+      " CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin;"
+      "CREATE TABLE rt_events (channel VARCHAR(255) NOT NULL, seq BIGINT NOT NULL, type VARCHAR(255) NOT NULL,"
+      " data LONGTEXT NOT NULL, created_at BIGINT NOT NULL, PRIMARY KEY (channel, seq), INDEX rt_events_created"
+      " (created_at)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin;";
+  return {{1, "channel history", ddl, ddl, mysql}};
 }
 
 boost::asio::awaitable<Result<std::vector<int64_t>>> History::append(const std::vector<NewEvent>& events) {

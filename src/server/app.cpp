@@ -50,9 +50,9 @@ std::vector<store::ModuleMigrations> all_migrations() {
   return out;
 }
 
-// MariaDB/MySQL carries only the modules that wrote a schema for it (the data module, today):
-// serve and migrate refuse it up front, naming the others, rather than stop halfway through the
-// migrations.
+// Every module writes a MariaDB/MySQL schema of its own (Migration::mysql). One that does not
+// (a new module, say) makes serve and migrate refuse MariaDB up front, naming it, rather than
+// stop halfway through the migrations.
 Status check_backend_support(const store::Database& db, const std::vector<store::ModuleMigrations>& modules) {
   if (db.backend() != store::Backend::Mysql) return {};
   std::vector<std::string> missing;
@@ -67,8 +67,8 @@ Status check_backend_support(const store::Database& db, const std::vector<store:
   if (missing.empty()) return {};
   return Error::bad_request(
       "unsupported_database",
-      fmt::format("harmar does not serve on MariaDB/MySQL: the modules {} have no MariaDB schema (only the data "
-                  "module has one, for `harmar collections` with --db mysql://…); use sqlite:// or postgres://",
+      fmt::format("harmar does not serve on MariaDB/MySQL: the modules {} have no MariaDB schema; use sqlite:// or "
+                  "postgres://",
                   fmt::join(missing, ", ")));
 }
 

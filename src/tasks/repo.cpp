@@ -137,18 +137,61 @@ Schedule read_schedule(const store::Row& r) {
 
 }  // namespace
 
-std::vector<store::Migration> migrations() { return {{1, "tasks queue", tasks_ddl(false), tasks_ddl(true)}}; }
+// MariaDB: keyed text is VARCHAR, the rest LONGTEXT; labels are JSON (checked, compared with
+// JSON_CONTAINS). No partial indexes: each becomes an index led by the columns it filtered on.
+constexpr const char* kMysqlTasksDdl =
+    "CREATE TABLE tasks (id VARCHAR(64) PRIMARY KEY, user_id VARCHAR(64) NOT NULL, type VARCHAR(64) NOT NULL,"
+    " payload LONGTEXT NOT NULL DEFAULT 'null', status VARCHAR(16) NOT NULL, ready INTEGER NOT NULL DEFAULT 0,"
+    " priority INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0, max_attempts INTEGER NOT NULL"
+    " DEFAULT 3, device_id VARCHAR(64), labels JSON NOT NULL DEFAULT '{}', leased_by VARCHAR(64),"
+    " lease_expires_at BIGINT, timeout_ms BIGINT NOT NULL DEFAULT 0, result LONGTEXT NOT NULL DEFAULT 'null',"
+    " error LONGTEXT, progress INTEGER NOT NULL DEFAULT 0, run_at BIGINT NOT NULL, created_at BIGINT NOT NULL,"
+    " started_at BIGINT, finished_at BIGINT, updated_at BIGINT NOT NULL, deps_pending INTEGER NOT NULL DEFAULT"
+    " 0, has_dependents INTEGER NOT NULL DEFAULT 0, schedule_id VARCHAR(64), result_lease LONGTEXT, log_bytes"
+    " BIGINT NOT NULL DEFAULT 0, INDEX tasks_claim (status, ready, user_id, priority DESC, id), INDEX"
+    " tasks_delayed (status, ready, deps_pending, run_at), INDEX tasks_leases (status, lease_expires_at), INDEX"
+    " tasks_leased_by (leased_by, status), INDEX tasks_user (user_id, id), INDEX tasks_user_status (user_id,"
+    " status, id), INDEX tasks_finished (finished_at), INDEX tasks_target (device_id)) ENGINE=InnoDB DEFAULT"
+    " CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin;"
+    "CREATE TABLE task_deps (task_id VARCHAR(64) NOT NULL, parent_id VARCHAR(64) NOT NULL, PRIMARY KEY"
+    " (task_id, parent_id), INDEX task_deps_parent (parent_id)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+    " COLLATE=utf8mb4_nopad_bin;"
+    "CREATE TABLE task_logs (task_id VARCHAR(64) NOT NULL, seq BIGINT NOT NULL, at BIGINT NOT NULL, attempt"
+    " INTEGER NOT NULL, line LONGTEXT NOT NULL, PRIMARY KEY (task_id, seq)) ENGINE=InnoDB DEFAULT"
+    " CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin;"
+    "CREATE TABLE task_types (user_id VARCHAR(64) NOT NULL, type VARCHAR(64) NOT NULL, paused INTEGER NOT NULL"
+    " DEFAULT 0, rate_max BIGINT NOT NULL DEFAULT 0, rate_period_ms BIGINT NOT NULL DEFAULT 0, window_start"
+    " BIGINT NOT NULL DEFAULT 0, window_count BIGINT NOT NULL DEFAULT 0, updated_at BIGINT NOT NULL, PRIMARY"
+    " KEY (user_id, type)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin;"
+    "CREATE TABLE task_schedules (id VARCHAR(64) PRIMARY KEY, user_id VARCHAR(64) NOT NULL, name LONGTEXT NOT"
+    " NULL, cron LONGTEXT NOT NULL, template LONGTEXT NOT NULL, enabled INTEGER NOT NULL DEFAULT 1, next_run_at"
+    " BIGINT, last_run_at BIGINT, last_task_id VARCHAR(64), created_at BIGINT NOT NULL, updated_at BIGINT NOT"
+    " NULL, INDEX task_schedules_user (user_id, id), INDEX task_schedules_due (enabled, next_run_at))"
+    " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin;";
 
-Repo::Repo(store::Backend b) : pg_(b == store::Backend::Postgres) {
+std::vector<store::Migration> migrations() {
+  return {{1, "tasks queue", tasks_ddl(false), tasks_ddl(true), kMysqlTasksDdl}};
+}
+
+std::string Repo::ids_in(int param) const {
+  if (pg_) return fmt::format("(SELECT jsonb_array_elements_text(${}::jsonb))", param);
+  if (mysql_) return fmt::format("(SELECT value FROM JSON_TABLE(${}, '$[*]' COLUMNS (value VARCHAR(255) PATH '$')) AS j)", param);
+  return fmt::format("(SELECT value FROM json_each(${}))", param);
+}
+
+const char* Repo::row_lock() const { return pg_ || mysql_ ? " FOR UPDATE" : ""; }
+
+Repo::Repo(store::Backend b) : pg_(b == store::Backend::Postgres), mysql_(b == store::Backend::Mysql) {
   // The claim parameters: $1 user, $2 device, $3 device labels (JSON), $4 types (JSON array or
   // 'null'), $5 excluded types (same), $6 limit; leases add $7 now, $8 lease ms, $9 grace ms.
-  std::string labels = pg_ ? "t.labels <@ $3::jsonb"
-                           : "(t.labels = '{}' OR NOT EXISTS (SELECT 1 FROM json_each(t.labels) j"
-                             " WHERE json_extract($3, '$.\"' || j.key || '\"') IS NOT j.value))";
+  std::string labels = pg_      ? "t.labels <@ $3::jsonb"
+                       : mysql_ ? "JSON_CONTAINS($3, t.labels)"
+                                : "(t.labels = '{}' OR NOT EXISTS (SELECT 1 FROM json_each(t.labels) j"
+                                  " WHERE json_extract($3, '$.\"' || j.key || '\"') IS NOT j.value))";
   std::string types = pg_ ? "($4::jsonb = 'null'::jsonb OR $4::jsonb ? t.type)"
-                          : "($4 = 'null' OR t.type IN (SELECT value FROM json_each($4)))";
+                          : "($4 = 'null' OR t.type IN " + ids_in(4) + ")";
   std::string exclude = pg_ ? "($5::jsonb = 'null'::jsonb OR NOT ($5::jsonb ? t.type))"
-                            : "($5 = 'null' OR t.type NOT IN (SELECT value FROM json_each($5)))";
+                            : "($5 = 'null' OR t.type NOT IN " + ids_in(5) + ")";
   eligible_ =
       "t.status = 'queued' AND t.ready = 1 AND t.user_id = $1 AND (t.device_id IS NULL OR t.device_id = $2) AND " +
       labels + " AND " + types + " AND " + exclude +
@@ -164,7 +207,7 @@ Repo::Repo(store::Backend b) : pg_(b == store::Backend::Postgres) {
   candidates_sql_ =
       fmt::format("SELECT t.id, t.type FROM tasks t WHERE {} ORDER BY t.priority DESC, t.id LIMIT $6{}", eligible_, lock);
   count_sql_ = fmt::format("SELECT COUNT(*) FROM (SELECT 1 FROM tasks t WHERE {} LIMIT $6) x", eligible_);
-  std::string in_ids = pg_ ? "(SELECT jsonb_array_elements_text($1::jsonb))" : "(SELECT value FROM json_each($1))";
+  std::string in_ids = ids_in(1);
   lease_ids_sql_ = fmt::format(
       "UPDATE tasks SET status = 'running', ready = 0, leased_by = $2, attempts = attempts + 1, started_at = $3,"
       " updated_at = $3, progress = 0,"
@@ -209,7 +252,7 @@ asio::awaitable<Result<std::optional<Task>>> Repo::find(Querier& q, const std::s
 
 asio::awaitable<Result<std::optional<TaskRow>>> Repo::find_row(Querier& q, const std::string& id, bool lock) {
   auto rows = co_await q.query(fmt::format("SELECT {}, has_dependents, result_lease FROM tasks WHERE id = $1{}", kCols,
-                                           lock && pg_ ? " FOR UPDATE" : ""),
+                                           lock ? row_lock() : ""),
                                {id});
   if (!rows) co_return std::move(rows).error();
   if (rows->empty()) co_return std::optional<TaskRow>{};
@@ -312,7 +355,7 @@ asio::awaitable<Result<std::vector<std::string>>> Repo::release_dependents(Queri
 
 asio::awaitable<Result<std::vector<Task>>> Repo::cancel_dependents(Querier& q, const std::vector<std::string>& parent_ids,
                                                                    const std::string& why, int64_t now) {
-  std::string in_parents = pg_ ? "(SELECT jsonb_array_elements_text($1::jsonb))" : "(SELECT value FROM json_each($1))";
+  std::string in_parents = ids_in(1);
   co_return all_tasks(co_await q.query(
       fmt::format("UPDATE tasks SET status = 'cancelled', ready = 0, error = $2, finished_at = $3, updated_at = $3"
                   " WHERE id IN (SELECT task_id FROM task_deps WHERE parent_id IN {}) AND status = 'queued' RETURNING {}",
@@ -371,7 +414,7 @@ asio::awaitable<Result<std::vector<LogLine>>> Repo::logs(Querier& q, const std::
 asio::awaitable<Result<std::vector<std::string>>> Repo::extend_leases(Querier& q, const std::string& device_id,
                                                                       const std::vector<std::string>& running,
                                                                       const LeaseTerms& terms) {
-  std::string in_ids = pg_ ? "(SELECT jsonb_array_elements_text($1::jsonb))" : "(SELECT value FROM json_each($1))";
+  std::string in_ids = ids_in(1);
   auto rows = co_await q.query(
       fmt::format("UPDATE tasks SET lease_expires_at = CASE WHEN timeout_ms > 0 AND started_at + timeout_ms + CAST($5 AS BIGINT)"
                   " < CAST($3 AS BIGINT) + CAST($4 AS BIGINT)"
@@ -499,7 +542,7 @@ asio::awaitable<Result<int64_t>> Repo::purge_finished(Querier& q, int64_t finish
   std::vector<std::string> ids;
   for (const auto& r : *rows) ids.push_back(r.text(0));
   std::string list = ids_json(ids);
-  std::string in_ids = pg_ ? "(SELECT jsonb_array_elements_text($1::jsonb))" : "(SELECT value FROM json_each($1))";
+  std::string in_ids = ids_in(1);
   auto logs = co_await q.exec(fmt::format("DELETE FROM task_logs WHERE task_id IN {}", in_ids), {list});
   if (!logs) co_return std::move(logs).error();
   auto deps = co_await q.exec(fmt::format("DELETE FROM task_deps WHERE task_id IN {0} OR parent_id IN {0}", in_ids), {list});
@@ -532,7 +575,7 @@ asio::awaitable<Status> Repo::upsert_policy(Querier& q, const std::string& user_
 asio::awaitable<Result<std::vector<Repo::Window>>> Repo::lock_windows(Querier& q, const std::string& user_id) {
   auto rows = co_await q.query(fmt::format("SELECT type, rate_max, rate_period_ms, window_start, window_count FROM task_types"
                                            " WHERE user_id = $1 AND rate_max > 0 ORDER BY type{}",
-                                           pg_ ? " FOR UPDATE" : ""),
+                                           row_lock()),
                                {user_id});
   if (!rows) co_return std::move(rows).error();
   std::vector<Window> out;

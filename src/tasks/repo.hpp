@@ -156,7 +156,12 @@ class Repo {
                                        std::optional<int64_t> next_run_at, const std::string& task_id);
 
  private:
+  // The per-backend pieces of SQL.
+  std::string ids_in(int param) const;  // (subquery of the text elements of the JSON array $param)
+  const char* row_lock() const;         // FOR UPDATE where rows can be locked (not SQLite)
+
   bool pg_;
+  bool mysql_;
   std::string claim_sql_, candidates_sql_, count_sql_, lease_ids_sql_;
   std::string eligible_;  // the WHERE of a claim
 };

@@ -5,8 +5,11 @@ import json
 import os
 import pathlib
 import signal
+import sqlite3
 import subprocess
 import time
+import urllib.parse
+import uuid
 
 
 def harmar_bin():
@@ -33,6 +36,31 @@ def wait_until(predicate, timeout=10.0, interval=0.02, what="condition"):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def fresh_mariadb_url():
+    """A new, empty MariaDB database on HARMAR_TEST_MARIADB_URL's server: (URL, parsed base URL, name)."""
+    base = require_env("HARMAR_TEST_MARIADB_URL")
+    u = urllib.parse.urlparse(base)
+    name = "it_" + uuid.uuid4().hex[:16]
+    subprocess.run(["mariadb", "--no-defaults", "-h", u.hostname, "-P", str(u.port), "-u", u.username,
+                    "-e", f"CREATE DATABASE {name}"], check=True, capture_output=True)
+    return base.rsplit("/", 1)[0] + "/" + name, u, name
+
+
+# HARMAR_TEST_DB=mysql runs every server a test starts without --db on a MariaDB database of its
+# own (one per data dir, so a server restarted on its data dir finds its data again) instead of
+# the embedded SQLite. Servers given --db keep theirs.
+_databases = {}
+
+
+def default_db_args(data_dir, args):
+    if os.environ.get("HARMAR_TEST_DB", "sqlite") != "mysql" or "--db" in args:
+        return []
+    key = str(pathlib.Path(data_dir).resolve())
+    if key not in _databases:
+        _databases[key] = fresh_mariadb_url()[0]
+    return ["--db", _databases[key]]
+
+
 class Response:
     def __init__(self, status, headers, body):
         self.status = status
@@ -57,6 +85,9 @@ class Harmar:
         self.port = None
         self.log_path = self.dir / "harmar.log"
         self.exit_code = None
+        # ["--db", URL] when HARMAR_TEST_DB picks the database: CLI commands run on this server's
+        # data take them too.
+        self.db_args = default_db_args(self.dir, self.args)
 
     def start(self, wait_ready=True):
         port_file = self.dir / "port"
@@ -64,6 +95,7 @@ class Harmar:
             port_file.unlink()
         cmd = [harmar_bin(), "serve", "--listen", "127.0.0.1:0", "--port-file", str(port_file),
                "--data-dir", str(self.dir / "data"), "--workers", "2"] + self.args
+        cmd += self.db_args
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
 
@@ -76,6 +108,24 @@ class Harmar:
         if wait_ready:
             wait_until(lambda: self.request("GET", "/readyz").status == 200, timeout=30, what="/readyz")
         return self
+
+    def db_rows(self, sql, params=()):
+        """Rows of a query on this server's database (SQLite in its data dir, or its MariaDB database);
+        ? placeholders. For MariaDB the parameters become quoted literals: test values only."""
+        if not self.db_args:
+            db = sqlite3.connect(self.dir / "data" / "harmar.db")
+            try:
+                return [tuple(r) for r in db.execute(sql, params)]
+            finally:
+                db.close()
+        u = urllib.parse.urlparse(self.db_args[1])
+        parts = sql.split("?")
+        assert len(parts) == len(params) + 1, sql
+        text = parts[0] + "".join("'" + str(p).replace("\\", "\\\\").replace("'", "''") + "'" + rest
+                                  for p, rest in zip(params, parts[1:]))
+        out = subprocess.run(["mariadb", "--no-defaults", "-h", u.hostname, "-P", str(u.port), "-u", u.username,
+                              "-N", "-B", "-e", text, u.path.lstrip("/")], check=True, capture_output=True, text=True)
+        return [tuple(line.split("\t")) for line in out.stdout.splitlines()]
 
     @property
     def url(self):

@@ -475,7 +475,8 @@ def test_api_key_permissions_must_be_held_by_the_creator(harmar):
 
 
 def create_admin(h, email_addr="root@example.com", password="root passphrase 1"):
-    out = subprocess.run([harmar_bin(), "admin", "create-user", "--data-dir", str(h.dir / "data"), "--email", email_addr,
+    out = subprocess.run([harmar_bin(), "admin", "create-user", "--data-dir", str(h.dir / "data"), *h.db_args,
+                          "--email", email_addr,
                           "--password", password, "--role", "admin", "--log-level", "warn"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -564,7 +565,8 @@ def test_rotated_keys_keep_old_tokens_valid_and_stay_published(harmar, tmp):
     old = register(h, "leo@example.com")
     old_kid = json.loads(b64url_decode(old["access_token"].split(".")[0]))["kid"]
     h.stop()
-    out = subprocess.run([harmar_bin(), "auth", "rotate-keys", "--data-dir", str(h.dir / "data"), "--log-level", "warn"],
+    out = subprocess.run([harmar_bin(), "auth", "rotate-keys", "--data-dir", str(h.dir / "data"), *h.db_args,
+                          "--log-level", "warn"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     h.start()

@@ -12,7 +12,7 @@ import uuid
 import pytest
 import websockets
 
-from harness import harmar_bin, require_env, wait_until
+from harness import fresh_mariadb_url, harmar_bin, require_env, wait_until
 
 PASSWORD = "a long enough passphrase 42"
 
@@ -38,7 +38,8 @@ def register(h, email):
 
 def admin_token(h, extra_args=()):
     email = f"root-{uuid.uuid4().hex[:6]}@example.com"
-    out = subprocess.run([harmar_bin(), "admin", "create-user", "--data-dir", str(h.dir / "data"), "--email", email,
+    out = subprocess.run([harmar_bin(), "admin", "create-user", "--data-dir", str(h.dir / "data"), *h.db_args,
+                          "--email", email,
                           "--password", PASSWORD, "--role", "admin", "--log-level", "warn", *extra_args],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -296,7 +297,8 @@ collections:
 """)
 
     def cli(*args):
-        return subprocess.run([harmar_bin(), "collections", *args, "--data-dir", str(h.dir / "data"), "--log-level", "warn"],
+        return subprocess.run([harmar_bin(), "collections", *args, "--data-dir", str(h.dir / "data"), *h.db_args,
+                               "--log-level", "warn"],
                               capture_output=True, text=True)
 
     dry = cli("apply", str(spec), "--dry-run")
@@ -347,16 +349,7 @@ def test_two_nodes_share_records_and_the_cache_follows_writes(harmar):
     assert "harmar_data_cache_hits_total" in metrics
 
 
-def fresh_mariadb_url():
-    base = require_env("HARMAR_TEST_MARIADB_URL")
-    u = urllib.parse.urlparse(base)
-    name = "it_" + uuid.uuid4().hex[:16]
-    subprocess.run(["mariadb", "--no-defaults", "-h", u.hostname, "-P", str(u.port), "-u", u.username,
-                    "-e", f"CREATE DATABASE {name}"], check=True, capture_output=True)
-    return base.rsplit("/", 1)[0] + "/" + name, u, name
-
-
-def test_on_mariadb_collections_apply_makes_real_tables_and_serve_refuses_naming_the_modules(tmp_path):
+def test_on_mariadb_collections_apply_makes_real_tables_and_serve_migrates_every_module(tmp_path, harmar):
     url, u, name = fresh_mariadb_url()
     spec = tmp_path / "collections.yaml"
     spec.write_text("collections:\n  - name: tasks\n    fields:\n      - {name: title, type: text, required: true}\n"
@@ -371,12 +364,14 @@ def test_on_mariadb_collections_apply_makes_real_tables_and_serve_refuses_naming
     again = subprocess.run([harmar_bin(), "collections", "apply", str(spec), *common], capture_output=True, text=True,
                            timeout=60)
     assert again.returncode == 0 and "nothing to change" in again.stdout, again.stdout + again.stderr
-    # serve needs every module; those without a MariaDB schema are named, nothing is half-migrated.
-    serve = subprocess.run([harmar_bin(), "serve", "--listen", "127.0.0.1:0", *common], capture_output=True,
-                           text=True, timeout=60)
-    assert serve.returncode == 1
-    assert "does not serve on MariaDB/MySQL" in serve.stderr + serve.stdout and "auth" in serve.stderr + serve.stdout
+    # serve migrates every other module onto the same database and serves the collection.
+    h = harmar("--db", url)
+    admin = bearer(admin_token(h, ("--db", url)))
+    created = h.request("POST", "/v1/collections/tasks/records", body={"title": "on MariaDB"}, headers=admin)
+    assert created.status == 201, created.body
+    got = h.get(f"/v1/collections/tasks/records/{created.json()['id']}", headers=admin)
+    assert got.status == 200 and got.json()["title"] == "on MariaDB", got.body
     after = subprocess.run(["mariadb", "--no-defaults", "-h", u.hostname, "-P", str(u.port), "-u", u.username,
                             "-N", "-e", "SELECT DISTINCT module FROM schema_migrations", name],
                            check=True, capture_output=True, text=True).stdout.split()
-    assert after == ["data"], after
+    assert {"auth", "data", "devices", "im", "tasks", "platform"} <= set(after), after

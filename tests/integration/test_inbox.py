@@ -4,7 +4,6 @@ inbox and email, read / read-all / delete keep the unread count right, nobody se
 user's messages, and admins announce to everyone."""
 import asyncio
 import json
-import sqlite3
 import subprocess
 import uuid
 
@@ -77,12 +76,8 @@ def new_user(h):
 
 
 def outbox_kinds(h, to):
-    db = sqlite3.connect(h.dir / "data" / "harmar.db")
-    try:
-        rows = db.execute("SELECT kind FROM outbox WHERE to_addr = ? ORDER BY created_at", (to,))
-        return [r[0] for r in rows if r[0] != "verify-email"]  # notifications only
-    finally:
-        db.close()
+    rows = h.db_rows("SELECT kind FROM outbox WHERE to_addr = ? ORDER BY created_at", (to,))
+    return [r[0] for r in rows if r[0] != "verify-email"]  # notifications only
 
 
 def test_a_failing_task_lands_in_the_inbox_and_on_the_users_socket(harmar, tmp):
@@ -216,7 +211,8 @@ def test_read_read_all_delete_and_unread_counts_and_nobody_else_sees_them(harmar
 
 
 def create_admin(h, email="root@example.com", password="root passphrase 1"):
-    out = subprocess.run([harmar_bin(), "admin", "create-user", "--data-dir", str(h.dir / "data"), "--email", email,
+    out = subprocess.run([harmar_bin(), "admin", "create-user", "--data-dir", str(h.dir / "data"), *h.db_args,
+                          "--email", email,
                           "--password", password, "--role", "admin", "--log-level", "warn"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
