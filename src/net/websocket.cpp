@@ -196,7 +196,17 @@ class WsSession final : public WebSocket, public Connection {
   // Keep-alive: silent for half the idle timeout → ping; silent for the other half → cut. Also
   // bounds the handshake and the wait for the client's answer to a close frame.
   void expire() override {
-    if (!accepted_ || closing_ || pinged_) {
+    if (!accepted_ || closing_) {
+      cut();
+      return;
+    }
+    // Bytes the handler has not read yet (it is busy elsewhere) are the client speaking too.
+    error_code ec;
+    if (stream().lowest_layer().available(ec) > 0 && !ec) {
+      heard();
+      return;
+    }
+    if (pinged_) {
       cut();
       return;
     }

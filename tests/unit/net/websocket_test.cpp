@@ -163,6 +163,49 @@ TEST(WebSocket, a_frame_sent_to_many_sockets_arrives_whole_on_each) {
   }
 }
 
+TEST(WebSocket, a_silent_client_is_pinged_then_cut_off) {
+  TestServer s;
+  s.router.websocket("/ws", [](net::WebSocket& ws, net::Request&) -> asio::awaitable<void> {
+    while (co_await ws.receive()) {
+    }
+  }, {.websocket = {.idle_timeout_ms = 400}});
+  s.start();
+  WsClient c;
+  ASSERT_FALSE(c.connect(s.port, "/ws"));
+  // Read beneath the WebSocket layer, so nothing answers the ping: a ping frame, then the end.
+  std::string got;
+  boost::system::error_code ec;
+  for (;;) {
+    char buf[64];
+    std::size_t n = c.ws.next_layer().read_some(asio::buffer(buf), ec);
+    if (ec) break;
+    got.append(buf, n);
+  }
+  EXPECT_EQ(got, std::string("\x89\x00", 2));
+}
+
+TEST(WebSocket, a_client_that_answers_pings_outlives_the_idle_timeout) {
+  TestServer s;
+  s.router.websocket("/ws", [](net::WebSocket& ws, net::Request&) -> asio::awaitable<void> {
+    co_await ws.receive();
+    asio::steady_timer t(co_await asio::this_coro::executor);
+    t.expires_after(std::chrono::milliseconds(1600));  // four idle timeouts without a message
+    co_await t.async_wait(asio::use_awaitable);
+    ws.send("still here");
+    while (co_await ws.receive()) {
+    }
+  }, {.websocket = {.idle_timeout_ms = 400}});
+  s.start();
+  WsClient c;
+  ASSERT_FALSE(c.connect(s.port, "/ws"));
+  int pings = 0;
+  c.ws.control_callback([&](websocket::frame_type kind, beast::string_view) { pings += kind == websocket::frame_type::ping; });
+  c.ws.write(asio::buffer(std::string("wait")));
+  EXPECT_EQ(c.read(), "still here");  // Beast answers the pings while it reads
+  EXPECT_GE(pings, 1);
+  c.ws.close(websocket::close_code::normal);
+}
+
 TEST(WebSocket, a_consumer_that_stops_reading_is_disconnected_not_buffered_forever) {
   TestServer s;
   auto accepted = std::make_shared<std::promise<int>>();
