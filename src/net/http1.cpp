@@ -117,7 +117,7 @@ class Http1Session final : public Connection {
     if constexpr (T::kSecure) {
       return false;  // OpenSSL's state cannot be set aside
     } else {
-      if (!idle || !waiting_) return false;
+      if (!idle || !waiting_ || !w_.lot) return false;
       park_requested_ = true;
       boost::system::error_code ignored;
       t_.sock.cancel(ignored);
@@ -501,43 +501,13 @@ asio::awaitable<void> Http1Session<T>::upgrade_to_h2(std::string preread, Reques
 
 }  // namespace
 
-// An idle plain connection that gave up its session: only the socket and a pending wait remain
-// (a few hundred bytes, like nginx's idle keep-alive). The client's next bytes start a new session.
-class Parked final : public Connection, public std::enable_shared_from_this<Parked> {
- public:
-  Parked(ServerState& st, Worker& w, tcp::socket sock, std::string ip, int64_t deadline)
-      : st_(st), w_(w), sock_(std::move(sock)), ip_(std::move(ip)) {
-    deadline_ms = deadline;
-    w_.register_connection(*this);
-  }
-  ~Parked() override { w_.unregister_connection(*this); }
-  void cut() override {
-    boost::system::error_code ignored;
-    sock_.close(ignored);
-  }
-  void wait() {
-    sock_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](const error_code& ec) {
-      if (ec || !self->sock_.is_open()) return;  // cut: the socket closes with this object
-      auto& st = self->st_;
-      auto& w = self->w_;
-      asio::co_spawn(w.ioc, serve_http1(st, w, std::move(self->sock_), std::move(self->ip_)), asio::detached);
-    });
-  }
-
- private:
-  ServerState& st_;
-  Worker& w_;
-  tcp::socket sock_;
-  std::string ip_;
-};
-
 template <class Stream>
 asio::awaitable<void> serve_http1(ServerState& st, Worker& w, Stream stream, std::string remote_ip) {
   auto t = make_transport(std::move(stream), w);
   Http1Session<decltype(t)> session(st, w, t, remote_ip);
   co_await session.run();
   if constexpr (std::is_same_v<Stream, tcp::socket>) {
-    if (session.parked()) std::make_shared<Parked>(st, w, t.take(), std::move(remote_ip), session.deadline_ms)->wait();
+    if (session.parked()) w.lot->park(t.take(), session.deadline_ms);
   }
 }
 

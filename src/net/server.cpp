@@ -1,10 +1,12 @@
 #include "net/server.hpp"
 
 #include <boost/asio/detached.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/ssl/stream.hpp>
 
 #include <malloc.h>
+#include <sys/eventfd.h>
 
 #include <charconv>
 
@@ -69,10 +71,24 @@ void refresh_date(Worker& w) {
   w.date_line = "Date: " + format_http_date(s) + "\r\n";
 }
 
-std::string remote_ip(const tcp::socket& sock) {
-  error_code ec;
-  auto remote = sock.remote_endpoint(ec);
-  return ec ? std::string("unknown") : remote.address().to_string();
+// Asio allocates a small state for each descriptor it watches, and when the descriptor closes
+// (or is parked) keeps the state on a free list for the next one: it never goes back to malloc.
+// Allocated one at a time as connections arrive, these states land between the sessions' much
+// larger allocations, and once the sessions are gone (parked, say) each of them pins a page the
+// allocator could otherwise give back. Made 64 at a time, before the accepts that will take
+// them, they sit together on a few pages instead. The block is made by watching and closing 64
+// eventfds: only when the worker watches more descriptors than ever before.
+void reserve_descriptor_states(Worker& w) {
+  constexpr std::size_t kBlock = 64;
+  std::size_t watched = w.connection_count - (w.lot ? w.lot->size() : 0) + 2;  // + the listener and the lot
+  if (watched < w.descriptors_reserved) return;
+  std::array<std::optional<asio::posix::stream_descriptor>, kBlock> block;
+  for (auto& d : block) {
+    int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (fd < 0) break;  // out of descriptors: the accept will say so
+    d.emplace(w.ioc, fd);
+  }
+  w.descriptors_reserved += kBlock;
 }
 
 // Runs one TLS connection: handshake, then HTTP/1.1 or h2 as ALPN chose. (Plain connections go
@@ -111,6 +127,16 @@ asio::awaitable<void> serve_tls_connection(ServerState& st, Worker& w, tcp::sock
 
 }  // namespace
 
+namespace detail {
+
+std::string remote_ip(const tcp::socket& sock) {
+  error_code ec;
+  auto remote = sock.remote_endpoint(ec);
+  return ec ? std::string("unknown") : remote.address().to_string();
+}
+
+}  // namespace detail
+
 struct Server::Impl {
   ServerState state;
   std::vector<std::unique_ptr<Worker>> workers;
@@ -131,6 +157,7 @@ struct Server::Impl {
         if (w.draining) co_return;
         continue;
       }
+      reserve_descriptor_states(w);
       error_code ec;
       tcp::socket sock = co_await w.acceptor->async_accept(asio::redirect_error(asio::use_awaitable, ec));
       if (ec) {
@@ -163,6 +190,7 @@ struct Server::Impl {
     refresh_date(w);
     int64_t now = mono_ms();
     w.now_ms = now;
+    if (w.lot) w.lot->sweep(now);
     std::size_t parked = 0;
     for (auto it = w.connections.begin(); it != w.connections.end();) {
       Connection& c = *it++;  // cut() and park() may unlink c
@@ -172,8 +200,14 @@ struct Server::Impl {
         parked += c.park();
       }
     }
-    // Many sessions just gave their memory back: let the allocator return it to the system too.
-    if (parked >= 1024) malloc_trim(0);
+    // Parked sessions gave their memory back to the allocator; let it return the freed pages to
+    // the system too: once a burst of parking is over, and every 1024 parks during a long one.
+    // (Counting per tick missed bursts spread over several ticks, as on a loaded machine.)
+    w.parked_since_trim += parked;
+    if (w.parked_since_trim >= 1024 || (w.parked_since_trim >= 64 && parked == 0)) {
+      malloc_trim(0);
+      w.parked_since_trim = 0;
+    }
     if (w.draining) {
       bool grace_over = w.force_close_at_ms && now >= w.force_close_at_ms;
       if (grace_over) {
@@ -196,6 +230,7 @@ struct Server::Impl {
     w.force_close_at_ms = mono_ms() + state.opts.shutdown_timeout_ms;
     error_code ignored;
     if (w.acceptor) w.acceptor->close(ignored);
+    if (w.lot) w.lot->close_all();
     for (auto it = w.connections.begin(); it != w.connections.end();) (it++)->drain();
     w.tick.cancel();  // re-check at once
   }
@@ -232,6 +267,8 @@ Status Server::start() {
     // With port 0 the first listener picks a port; the others join it (SO_REUSEPORT).
     if (ep.port() == 0) ep.port(acc.local_endpoint().port());
     w->acceptor.emplace(std::move(acc));
+    w->protocol = ep.protocol();
+    if (!st.tls) w->lot = std::make_unique<ParkingLot>(st, *w);  // only plain connections park
     refresh_date(*w);
     w->now_ms = mono_ms();
     impl_->workers.push_back(std::move(w));

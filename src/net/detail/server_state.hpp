@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "net/detail/parking.hpp"
 #include "net/router.hpp"
 #include "net/server.hpp"
 
@@ -60,6 +61,8 @@ struct Worker {
   static constexpr int64_t kTickMs = 250;
   // Keep-alive connections idle this long give up their session state until the client speaks.
   static constexpr int64_t kParkAfterMs = 1000;
+  std::size_t parked_since_trim = 0;  // connections parked since the last malloc_trim
+  std::size_t descriptors_reserved = 0;  // Asio descriptor states made in blocks (see server.cpp)
   int64_t date_second = 0;
   // Plain reads land here and are parsed before the session suspends again (see http1.cpp).
   static constexpr std::size_t kScratch = 64 * 1024;
@@ -72,6 +75,8 @@ struct Worker {
   asio::io_context ioc;
   // I/O objects after ioc: destroyed before it.
   std::optional<tcp::acceptor> acceptor;
+  tcp protocol = tcp::v4();  // the listener's, shared by every connection it accepts
+  std::unique_ptr<ParkingLot> lot;  // idle plain connections without a session (none with TLS)
   asio::steady_timer tick;
   std::thread thread;
 
@@ -107,6 +112,8 @@ asio::awaitable<std::optional<Response>> authorize_route(const ServerState& st, 
 // Records metrics and the access-log line for a finished request.
 void record(const ServerState& st, const Request& req, const Match& match, const Response& resp,
             std::size_t body_bytes, int64_t start_mono_us, std::string_view proto);
+// The peer's address as text, "unknown" if the socket cannot tell.
+std::string remote_ip(const tcp::socket& sock);
 // Chooses the request id: a sane client X-Request-Id is kept, otherwise one is generated.
 void assign_request_id(Request& req);
 // The body limit that applies to a matched route.

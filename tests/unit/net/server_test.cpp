@@ -483,5 +483,27 @@ TEST(Server, a_parked_idle_connection_still_answers_and_still_times_out) {
   EXPECT_TRUE(c.closed_within(6000));
 }
 
+TEST(Server, parked_connections_are_closed_at_shutdown_without_waiting_for_their_deadline) {
+  auto o = TestServer::defaults();
+  o.idle_timeout_ms = 60'000;
+  o.shutdown_timeout_ms = 60'000;
+  o.workers = 1;
+  TestServer s(o);
+  add_basic_routes(s.router);
+  s.start();
+  RawClient a(s.port), b(s.port);
+  ASSERT_TRUE(a.request(get("/hello")));
+  ASSERT_TRUE(b.request(get("/hello")));
+  // Idle past the park threshold (the scenario itself, not synchronisation).
+  std::this_thread::sleep_for(std::chrono::milliseconds(net::detail::Worker::kParkAfterMs + 600));
+  // One wakes up and is served by a fresh session; the other stays parked.
+  auto r = a.request(get("/items/1"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->body(), R"({"id":"1"})");
+  s.server->shutdown();
+  s.server->wait();  // with a minute of grace and of idle deadline left, only closing them ends it
+  EXPECT_TRUE(a.closed_within(1000));
+  EXPECT_TRUE(b.closed_within(1000));
+}
 }  // namespace
 }  // namespace harmar::testing
