@@ -1,6 +1,7 @@
 // HTTP/1.1 sessions. The hot path avoids what makes a naive Beast server slow: no timer per
-// operation (the worker's sweeper enforces deadlines), no buffer per idle connection (plain
-// connections read into the worker's scratch buffer and keep only leftovers), no response
+// operation (the worker's sweeper enforces deadlines), no large buffer per connection (plain
+// connections read into a 1 KiB inbox or the worker's scratch buffer and keep only leftovers;
+// parked ones hold no buffer at all), no re-arming of the socket per request, no response
 // serializer (the head is written straight into a reused string), and pipelined requests are
 // answered with one write.
 #include <boost/asio/co_spawn.hpp>
@@ -161,6 +162,7 @@ class Http1Session final : public Connection {
     RequestParser& p_;
   };
   asio::awaitable<void> upgrade_to_h2(std::string preread, Request* upgrade);
+  static constexpr std::size_t kInbox = 1024;
 
   ServerState& st_;
   Worker& w_;
@@ -177,6 +179,10 @@ class Http1Session final : public Connection {
   bool body_handed_ = false;
   std::optional<Error> body_error_;
   bool client_hung_up_ = false;
+  // Plain connections: where a waiting read lands (allocated at the first wait), and whether the
+  // last one filled it (this client sends requests larger than the inbox).
+  std::unique_ptr<char[]> inbox_;
+  bool inbox_overflowed_ = false;
 };
 
 template <class T>
@@ -338,16 +344,36 @@ asio::awaitable<void> Http1Session<T>::run() {
             chunk = co_await t_.read(ec);
           } else {
             // Inline rather than through read(): no coroutine frame per request.
+            //
+            // An async_wait costs an epoll_ctl per request (Asio re-arms the descriptor for each
+            // wait); a read costs none (the descriptor stays registered, edge-triggered). So a
+            // client whose requests fit the inbox is waited for with a read into it: one recv per
+            // request, like nginx. The inbox is the session's, not the worker's scratch buffer:
+            // a read that completes at once is delivered later, after other sessions may have
+            // used the scratch buffer. Larger requests wait for readiness and read the scratch.
             waiting_ = true;
-            co_await t_.sock.async_wait(tcp::socket::wait_read, asio::redirect_error(asio::use_awaitable, ec));
+            std::size_t got = 0;
+            if (inbox_overflowed_) {
+              co_await t_.sock.async_wait(tcp::socket::wait_read, asio::redirect_error(asio::use_awaitable, ec));
+            } else {
+              if (!inbox_) inbox_ = std::make_unique_for_overwrite<char[]>(kInbox);
+              got = co_await t_.sock.async_read_some(asio::buffer(inbox_.get(), kInbox),
+                                                     asio::redirect_error(asio::use_awaitable, ec));
+            }
             waiting_ = false;
             if (ec == asio::error::operation_aborted && park_requested_) {
               parked_ = true;
               co_return;
             }
-            if (!ec) {
+            park_requested_ = false;  // the read completed before the sweeper's cancel reached it
+            if (!ec && inbox_overflowed_) {
               t_.drained = false;
               chunk = t_.read_now(ec);
+              inbox_overflowed_ = chunk.size() >= kInbox;
+            } else if (!ec) {
+              chunk = std::string_view(inbox_.get(), got);
+              t_.drained = got < kInbox;  // a full inbox may have left more: read on into the scratch buffer
+              inbox_overflowed_ = got == kInbox;
             }
           }
         }

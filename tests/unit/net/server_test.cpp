@@ -505,5 +505,32 @@ TEST(Server, parked_connections_are_closed_at_shutdown_without_waiting_for_their
   EXPECT_TRUE(a.closed_within(1000));
   EXPECT_TRUE(b.closed_within(1000));
 }
+
+TEST(Server, requests_larger_than_the_inbox_and_small_ones_share_a_connection) {
+  TestServer s;
+  add_basic_routes(s.router);
+  s.start();
+  RawClient c(s.port);
+  std::string big_header = "X-Padding: " + std::string(3000, 'p') + "\r\n";
+  for (int i = 0; i < 3; ++i) {
+    auto r = c.request(get("/items/big" + std::to_string(i), big_header));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->body(), R"({"id":"big)" + std::to_string(i) + R"("})");
+    r = c.request(get("/items/small" + std::to_string(i)));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->body(), R"({"id":"small)" + std::to_string(i) + R"("})");
+  }
+  // Pipelined past the inbox: one read fills it, the rest is read on.
+  std::string burst;
+  for (int i = 0; i < 40; ++i) burst += get("/items/" + std::to_string(i));
+  ASSERT_GT(burst.size(), 1024u);
+  c.send(burst);
+  for (int i = 0; i < 40; ++i) {
+    auto r = c.read();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->body(), R"({"id":")" + std::to_string(i) + R"("})");
+  }
+}
+
 }  // namespace
 }  // namespace harmar::testing
