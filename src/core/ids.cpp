@@ -95,18 +95,26 @@ std::string random_token(std::size_t n) {
 }
 
 std::string next_request_id() {
-  // Process-random prefix + a per-thread counter: unique, allocation-light, no syscalls per call.
-  static const std::string prefix = random_hex(6);
+  // Process-random prefix + a per-thread counter: unique, no syscalls per call, and 15 characters
+  // in base32, so the string is held inline (no allocation per request).
+  static constexpr char kBase32[] = "abcdefghijklmnopqrstuvwxyz234567";
+  static const std::string prefix = [] {
+    std::string r = random_hex(3);  // 24 random bits, 20 of them used
+    uint32_t bits = static_cast<uint32_t>(std::stoul(r, nullptr, 16));
+    std::string p(4, ' ');
+    for (int i = 0; i < 4; ++i) p[i] = kBase32[(bits >> (5 * i)) & 31];
+    return p;
+  }();
+  // 8 bits of thread (the callers are the server's workers, far fewer than 256), 42 of count.
   static std::atomic<uint32_t> thread_seq{0};
-  thread_local const uint64_t thread_part = uint64_t(thread_seq.fetch_add(1)) << 40;
+  thread_local const uint64_t thread_part = uint64_t(thread_seq.fetch_add(1) & 0xff) << 42;
   thread_local uint64_t n = 0;
-  uint64_t v = thread_part | (++n & ((uint64_t(1) << 40) - 1));
-  char buf[32];
-  std::size_t len = prefix.size();
-  prefix.copy(buf, len);
-  buf[len++] = '-';
-  for (int shift = 44; shift >= 0; shift -= 4) buf[len++] = kHex[(v >> shift) & 15];
-  return std::string(buf, len);
+  uint64_t v = thread_part | (++n & ((uint64_t(1) << 42) - 1));
+  char buf[15];
+  prefix.copy(buf, 4);
+  buf[4] = '-';
+  for (int i = 0; i < 10; ++i) buf[5 + i] = kBase32[(v >> (45 - 5 * i)) & 31];
+  return std::string(buf, sizeof buf);
 }
 
 }  // namespace harmar
