@@ -273,12 +273,14 @@ asio::awaitable<void> Records::publish(std::vector<Event> events) {
       if (i == 0 || events[i].collection != events[i - 1].collection) list_cache_->written(events[i].collection);
   }
   for (auto& ev : events) {
-    if (cache_ && ev.type != "record.created") {
+    // Creates too: a client may re-create a deleted record under its old id, and the delete's
+    // tombstone must not keep answering 404 for it until the tombstone expires.
+    if (cache_) {
       const js::value* id = ev.record.if_contains("id");
       EntryPtr entry = collections_.registry().find(ev.collection);
       if (entry && id && id->is_string()) {
         std::optional<js::object> now;
-        if (ev.type == "record.updated") now = ev.record;
+        if (ev.type != "record.deleted") now = ev.record;
         co_await cache_->written(*entry, std::string(id->get_string()), std::move(now));
       }
     }

@@ -345,6 +345,13 @@ def test_two_nodes_share_records_and_the_cache_follows_writes(harmar):
         wait_until(lambda: node_r.get(path).json()["v"] == v, timeout=6, what=f"v={v} on the other node")
     assert n1.request("DELETE", path, headers=admin).status == 204
     wait_until(lambda: n2.get(path).status == 404, timeout=6, what="the delete on the other node")
+    # Re-created under the same id: neither node keeps answering from the delete's tombstone.
+    assert n2.get(path).status == 404 and n1.get(path).status == 404
+    again = n1.request("POST", "/v1/collections/shared/records", {"id": rec["id"], "v": 7})
+    assert again.status == 201, again.body
+    assert n1.get(path).json()["v"] == 7
+    wait_until(lambda: n2.get(path).status == 200 and n2.get(path).json()["v"] == 7, timeout=6,
+               what="the re-created record on the other node")
     metrics = n1.get("/metrics").body.decode()
     assert "harmar_data_cache_hits_total" in metrics
 
