@@ -1,5 +1,5 @@
-// The records suite: the same tests on SQLite, PostgreSQL and (when HARMAR_TEST_MARIADB_URL is
-// set, as scripts/test-services.sh does) MariaDB.
+// The records suite: the same tests on SQLite, PostgreSQL and MariaDB (the servers
+// scripts/test-services.sh starts).
 #include <boost/asio/detached.hpp>
 #include <fmt/format.h>
 
