@@ -30,7 +30,7 @@ struct ConfigFlags {
     key("--listen", "listen", "HOST:PORT to listen on (default 127.0.0.1:8080)");
     key("--workers", "workers", "event-loop threads (default: one per core)");
     key("--data-dir", "data_dir", "directory for embedded state (default ./data)");
-    key("--db", "db", "database URL: sqlite://PATH, postgres://... or mysql://... (MariaDB: harmar collections only)");
+    key("--db", "db", "database URL: sqlite://PATH, postgres://... or mysql://... (MariaDB 10.6 or later)");
     key("--redis", "redis", "redis://HOST:PORT for multi-node pub/sub and kv");
     key("--blobs", "blobs", "blob storage URL: file:///PATH or s3://KEY:SECRET@HOST/BUCKET (default DATA_DIR/blobs)");
     key("--tls-cert", "tls.cert", "PEM certificate chain: serve HTTPS (h2 + http/1.1)");

@@ -341,7 +341,7 @@ class Parser {
         }
         break;
       default:
-        return fail(tok_.pos, "expected a field, a value or '(' but found " + describe(tok_));
+        return fail(tok_.pos, "expected a field or a value but found " + describe(tok_));
     }
     if (!next()) return std::move(error_);
     return o;
