@@ -3,6 +3,7 @@
 #include <boost/json.hpp>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -309,10 +310,12 @@ asio::awaitable<Error> Records::refuse_write(store::Querier& q, const Entry& e, 
   co_return not_found();
 }
 
-asio::awaitable<Status> Records::check_relations(store::Querier& q, const Entry& e, const js::object& values) {
+asio::awaitable<Status> Records::check_relations(store::Querier& q, const Entry& e, const js::object& values,
+                                                 const std::vector<std::string>* only) {
   std::vector<FieldError> errors;
   for (const auto& f : e.c.fields) {
     if (f.type != FieldType::Relation) continue;
+    if (only && std::find(only->begin(), only->end(), f.name) == only->end()) continue;
     const js::value* v = values.if_contains(f.name);
     if (!v || !v->is_string()) continue;
     auto target = co_await collections_.get(f.collection);
@@ -725,7 +728,9 @@ asio::awaitable<Result<js::object>> Records::update_in(store::Querier& q, const 
       }
       if (!errors.empty()) co_return Error::validation("the record is invalid", std::move(errors));
     }
-    auto rel = co_await check_relations(q, e, record);
+    // Only the relations this write sets: a target deleted since (deletes do not cascade) must
+    // not make every other edit of the record impossible.
+    auto rel = co_await check_relations(q, e, record, &cols);
     if (!rel) co_return std::move(rel).error();
     int64_t now = now_ms();
     std::string sets;

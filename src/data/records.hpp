@@ -146,7 +146,10 @@ class Records {
                                                           const Caller& caller, Operation op, const js::object* body);
   // 403 when the caller may view the record, 404 when they may not.
   asio::awaitable<Error> refuse_write(store::Querier& q, const Entry& e, const std::string& id, const Caller& caller);
-  asio::awaitable<Status> check_relations(store::Querier& q, const Entry& e, const js::object& values);
+  // Every relation in `values` points at a record, or a 422 naming the field; with `only`, just
+  // the relations among those columns (a PATCH checks what it writes, not what it leaves alone).
+  asio::awaitable<Status> check_relations(store::Querier& q, const Entry& e, const js::object& values,
+                                          const std::vector<std::string>* only = nullptr);
   asio::awaitable<Status> expand(store::Querier& q, const Entry& e, std::vector<js::object*> records,
                                  const std::string& spec, const Caller& caller);
   asio::awaitable<void> publish(std::vector<Event> events);

@@ -263,6 +263,17 @@ TEST_P(Records_, expansion_shows_only_related_records_the_caller_may_view) {
   auto bad = run(records->create("tasks", user("a"),
                                  js::object{{"title", "x"}, {"assignee", "0190a000-0000-7000-8000-000000000000"}}));
   EXPECT_EQ(bad.error().status, 422);
+  // Deletes do not cascade: a record whose target is gone can still be edited, as long as the
+  // edit does not set the dangling relation again.
+  js::object t3 = create("tasks", user("a"), fmt::format(R"({{"title": "t3", "assignee": "{}"}})", id_of(pb)));
+  ASSERT_TRUE(run(records->remove("people", id_of(pb), admin(), std::nullopt)).ok());
+  auto renamed = run(records->update("tasks", id_of(t3), admin(), js::object{{"title", "t3 again"}}, false, std::nullopt));
+  ASSERT_TRUE(renamed.ok()) << renamed.error().detail;
+  EXPECT_EQ(renamed->at("title").as_string(), "t3 again");
+  auto repointed =
+      run(records->update("tasks", id_of(t3), admin(), js::object{{"assignee", id_of(pb)}}, false, std::nullopt));
+  ASSERT_FALSE(repointed.ok());
+  EXPECT_EQ(repointed.error().status, 422);
   q.expand = "title";
   EXPECT_EQ(run(records->list("tasks", user("a"), q)).error().code, "invalid_expand");
   q.expand = "a.b.c.d";
