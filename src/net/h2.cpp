@@ -53,16 +53,18 @@ constexpr std::size_t kMaxOutboundAck = 100;
 
 // A streamed response (Response::stream) over HTTP/2 is read whole first, up to
 // Response::kMaxH2StreamedBody; a larger one is refused with a pointer to HTTP/1.1.
+// A HEAD is answered as its GET would be, without reading the stream: stream_size stays for
+// submit() to put in content-length.
 asio::awaitable<Response> buffer_stream(Response resp, bool head) {
   std::shared_ptr<BodyStream> stream = std::move(resp.stream);
-  if (head) {
-    resp.body.clear();
-    co_return resp;  // the length header is lost with the stream; HEAD answers without it
-  }
   if (resp.stream_size > Response::kMaxH2StreamedBody)
     co_return Response(Error{505, "http1_required",
                              "this response is larger than HTTP/2 serves (" +
                                  std::to_string(Response::kMaxH2StreamedBody) + " bytes); fetch it over HTTP/1.1"});
+  if (head) {
+    resp.body.clear();
+    co_return resp;
+  }
   std::string body;
   body.reserve(static_cast<std::size_t>(resp.stream_size));
   for (;;) {
@@ -668,7 +670,9 @@ bool H2Core::submit(H2Stream& s) {
   bool bodiless = status == 204 || status == 304;
   char status_text[4];
   std::to_chars(status_text, status_text + 3, status);
-  std::string length = std::to_string(r.body.size());
+  // A HEAD of a streamed response has no body here, only the length its GET would send.
+  bool streamed_head = s.req.method == Method::Head && r.body.empty() && r.stream_size > 0;
+  std::string length = std::to_string(streamed_head ? static_cast<uint64_t>(r.stream_size) : r.body.size());
   std::string_view date = w_.date_line;  // "Date: ...\r\n"
   if (date.size() > 8) date = date.substr(6, date.size() - 8);
   std::vector<nghttp2_nv> nva;

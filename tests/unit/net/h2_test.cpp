@@ -1208,6 +1208,14 @@ TEST(Http2, streamed_responses_are_sent_whole_up_to_the_h2_bound_and_refused_bey
   r = fetch(url(s, "/file/" + std::to_string(net::Response::kMaxH2StreamedBody + 1)));
   EXPECT_EQ(r.status, 505);
   EXPECT_NE(r.body.find("http1_required"), std::string::npos);
+  // HEAD answers what GET would: the streamed length, or the same refusal.
+  r = fetch(url(s, "/file/300000"), {.method = "HEAD"});
+  ASSERT_EQ(r.code, CURLE_OK) << r.error;
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.header("content-length"), "300000");
+  EXPECT_TRUE(r.body.empty());
+  r = fetch(url(s, "/file/" + std::to_string(net::Response::kMaxH2StreamedBody + 1)), {.method = "HEAD"});
+  EXPECT_EQ(r.status, 505);
 }
 
 }  // namespace
