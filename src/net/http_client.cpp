@@ -21,13 +21,6 @@ void global_init() {
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
 }
 
-Error upstream(int status, std::string code, std::string detail) {
-  Error e;
-  e.status = status;
-  e.code = std::move(code);
-  e.detail = std::move(detail);
-  return e;
-}
 
 struct Transfer {
   const ClientRequest* req = nullptr;
@@ -163,13 +156,13 @@ Result<ClientResponse> http_fetch_sync(const ClientRequest& req) {
   CURLcode rc = curl_easy_perform(c);
   if (rc != CURLE_OK) {
     if (t.too_large)
-      return upstream(502, "upstream_too_large",
-                      "the response from " + req.url + " is larger than " + std::to_string(req.max_response_bytes) + " bytes");
+      return Error{502, "upstream_too_large",
+                   "the response from " + req.url + " is larger than " + std::to_string(req.max_response_bytes) + " bytes"};
     if (t.forbidden)
-      return upstream(403, "destination_forbidden", req.url + " resolves to " + t.forbidden_ip + ", which is not allowed");
-    if (rc == CURLE_OPERATION_TIMEDOUT) return upstream(504, "upstream_timeout", req.url + " did not answer in time");
-    if (rc == CURLE_TOO_MANY_REDIRECTS) return upstream(502, "too_many_redirects", req.url + " redirected too often");
-    return upstream(502, "upstream_unreachable", req.url + ": " + curl_easy_strerror(rc));
+      return Error{403, "destination_forbidden", req.url + " resolves to " + t.forbidden_ip + ", which is not allowed"};
+    if (rc == CURLE_OPERATION_TIMEDOUT) return Error{504, "upstream_timeout", req.url + " did not answer in time"};
+    if (rc == CURLE_TOO_MANY_REDIRECTS) return Error{502, "too_many_redirects", req.url + " redirected too often"};
+    return Error{502, "upstream_unreachable", req.url + ": " + curl_easy_strerror(rc)};
   }
   long status = 0;
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);

@@ -24,13 +24,6 @@ using Api = std::shared_ptr<EmailApi>;
 constexpr const char* kSecretHeader = "X-Harmar-Inbound-Secret";
 constexpr std::size_t kMaxRecipients = 10;
 
-Error error(int status, std::string code, std::string detail) {
-  Error e;
-  e.status = status;
-  e.code = std::move(code);
-  e.detail = std::move(detail);
-  return e;
-}
 
 bool valid_host(std::string_view h) {
   if (h.empty() || h.size() > 253) return false;
@@ -129,11 +122,11 @@ asio::awaitable<Response> test_mail(Api api, platform::Services& s, Request& req
   auto cfg = co_await api->configs->resolve(who.user_id, device);
   if (!cfg.ok()) co_return cfg.error();
   if (!*cfg || (*cfg)->recipients.empty())
-    co_return error(422, "no_recipients", "set an email config with recipients first (POST /v1/email/config)");
+    co_return Error{422, "no_recipients", "set an email config with recipients first (POST /v1/email/config)"};
   const EmailConfig& c = **cfg;
   std::optional<SmtpSettings> smtp = api->mailer->settings().smtp;
   if (c.smtp) smtp = smtp_settings(*c.smtp, api->mailer->settings().smtp_base());
-  if (!smtp) co_return error(422, "smtp_not_configured", "neither the server (smtp.url) nor this config has an SMTP server");
+  if (!smtp) co_return Error{422, "smtp_not_configured", "neither the server (smtp.url) nor this config has an SMTP server"};
   js::array results;
   bool all = true;
   for (const auto& to : c.recipients) {
@@ -167,7 +160,7 @@ asio::awaitable<Response> incoming(Api api, Request& req) {
   while (!type.empty() && type.back() == ' ') type.pop_back();
   for (char& c : type) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   if (type != "message/rfc822" && type != "application/octet-stream")
-    co_return error(415, "unsupported_media_type", "send the raw message as message/rfc822 or application/octet-stream");
+    co_return Error{415, "unsupported_media_type", "send the raw message as message/rfc822 or application/octet-stream"};
   auto out = co_await api->incoming->receive(std::move(req.body));
   if (!out.ok()) co_return out.error();
   co_return Response::json(200, js::serialize(*out));

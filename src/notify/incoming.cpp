@@ -14,13 +14,6 @@ namespace js = boost::json;
 
 namespace {
 
-Error inbound_error(int status, std::string code, std::string detail) {
-  Error e;
-  e.status = status;
-  e.code = std::move(code);
-  e.detail = std::move(detail);
-  return e;
-}
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r' || s.front() == '\n')) s.remove_prefix(1);
@@ -183,7 +176,7 @@ asio::awaitable<Result<js::object>> Incoming::receive(std::string raw) {
     target = crypto_->verify_token(token_of_message_id(id));
   }
   if (!target) {
-    Error e = inbound_error(422, "no_reply_token", "the mail answers no task or device mail of this server");
+    Error e = Error{422, "no_reply_token", "the mail answers no task or device mail of this server"};
     co_return co_await reject(std::move(row), raw, std::move(e));
   }
 
@@ -200,7 +193,7 @@ asio::awaitable<Result<js::object>> Incoming::receive(std::string raw) {
     auto added = co_await tasks->add_note(target->id, row.from, std::move(note));
     if (!added.ok()) {
       Error e = added.error();
-      if (e.status == 404) e = inbound_error(422, "reply_target_gone", "the task this mail answers no longer exists");
+      if (e.status == 404) e = Error{422, "reply_target_gone", "the task this mail answers no longer exists"};
       co_return co_await reject(std::move(row), raw, std::move(e));
     }
   } else {
@@ -212,7 +205,7 @@ asio::awaitable<Result<js::object>> Incoming::receive(std::string raw) {
     auto created = co_await tasks->create_for_device(target->id, std::move(type), std::move(task_payload));
     if (!created.ok()) {
       Error e = created.error();
-      if (e.status == 404) e = inbound_error(422, "reply_target_gone", "the device this mail answers no longer exists");
+      if (e.status == 404) e = Error{422, "reply_target_gone", "the device this mail answers no longer exists"};
       co_return co_await reject(std::move(row), raw, std::move(e));
     }
     row.task_id = *created;
