@@ -163,24 +163,12 @@ class FsBlobWriter final : public BlobWriter {
   }
 
  private:
-  Status usable() const {
-    if (committed_) return Error::conflict("blob writer already committed");
-    if (failed_) return Error::internal("blob writer failed earlier");
-    return {};
-  }
-  Error fail(Error e) {
-    failed_ = true;
-    return e;
-  }
-
   std::string key_;
   std::string path_;
   std::string temp_path_;
   int fd_;
   Sha256 sha_;
   int64_t size_ = 0;
-  bool committed_ = false;
-  bool failed_ = false;
 };
 
 // --- reader -----------------------------------------------------------------------------------

@@ -31,6 +31,21 @@ class BlobWriter {
   virtual ~BlobWriter() = default;
   virtual asio::awaitable<Status> write(std::string_view chunk) = 0;
   virtual asio::awaitable<Result<BlobInfo>> commit() = 0;
+
+ protected:
+  // What every backend's writer keeps: after commit it takes nothing more (409), after a failure
+  // nothing at all (500).
+  Status usable() const {
+    if (committed_) return Error::conflict("blob writer already committed");
+    if (failed_) return Error::internal("blob writer failed earlier");
+    return {};
+  }
+  Error fail(Error e) {
+    failed_ = true;
+    return e;
+  }
+  bool committed_ = false;
+  bool failed_ = false;
 };
 
 class BlobReader {

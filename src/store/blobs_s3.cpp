@@ -407,16 +407,6 @@ class S3BlobWriter final : public BlobWriter {
   }
 
  private:
-  Status usable() const {
-    if (committed_) return Error::conflict("blob writer already committed");
-    if (failed_) return Error::internal("blob writer failed earlier");
-    return {};
-  }
-  Error fail(Error e) {
-    failed_ = true;
-    return e;
-  }
-
   // Hashes the buffer into the blob's sha256 and returns the buffer's own sha256, off the loop.
   asio::awaitable<std::string> hash_buffer() {
     auto hash = [this] {
@@ -529,8 +519,6 @@ class S3BlobWriter final : public BlobWriter {
   int64_t size_ = 0;
   std::string upload_id_;
   std::vector<std::string> etags_;
-  bool committed_ = false;
-  bool failed_ = false;
 };
 
 // --- reader -------------------------------------------------------------------------------------
