@@ -14,6 +14,7 @@
 #include "events_support.hpp"
 #include "store/blobs.hpp"
 #include "store/blobs_s3.hpp"
+#include "blobs_support.hpp"
 
 namespace harmar::store {
 namespace {
@@ -21,11 +22,6 @@ namespace {
 using testing::run_any;
 using testing::wait_until;
 
-class StopBlockingPool : public ::testing::Environment {
- public:
-  void TearDown() override { stop_blocking_pool(); }
-};
-const auto* const kStopBlockingPool = ::testing::AddGlobalTestEnvironment(new StopBlockingPool);
 
 constexpr std::size_t kMiB = 1 << 20;
 
@@ -47,24 +43,11 @@ class Sha {
   EVP_MD_CTX* ctx_;
 };
 
-std::string sha256_hex(std::string_view data) {
-  Sha s;
-  s.update(data);
-  return s.hex();
-}
+using testing_blobs::keys_of;
+using testing_blobs::random_bytes;
+using testing_blobs::sha256_hex;
 
-std::string random_bytes(std::size_t n, uint64_t seed = 42) {
-  std::mt19937_64 rng{seed};
-  std::string out(n, '\0');
-  for (auto& c : out) c = static_cast<char>(rng());
-  return out;
-}
 
-std::vector<std::string> keys_of(const std::vector<BlobInfo>& infos) {
-  std::vector<std::string> out;
-  for (const auto& i : infos) out.push_back(i.key);
-  return out;
-}
 
 // The test S3 URL with a key prefix (a path after the bucket) and extra query parameters.
 std::string s3_url(const std::string& prefix, const std::string& extra = "") {
@@ -113,16 +96,7 @@ class BlobBackend : public ::testing::TestWithParam<Backend> {
     return keys_of(*r);
   }
   std::string read_range(const std::string& key, int64_t offset, std::optional<int64_t> length, std::size_t piece) {
-    auto reader = run_any(store_->open(key, offset, length));
-    if (!reader.ok()) throw std::runtime_error(reader.error().detail);
-    std::string out;
-    for (;;) {
-      auto chunk = run_any((*reader)->read(piece));
-      if (!chunk.ok()) throw std::runtime_error(chunk.error().detail);
-      if (chunk->empty()) return out;
-      EXPECT_LE(chunk->size(), piece);
-      out += *chunk;
-    }
+    return testing_blobs::read_range(*store_, key, offset, length, piece);
   }
 
   testing::ScratchDir scratch_;

@@ -13,6 +13,7 @@
 #include "core/blocking.hpp"
 #include "events_support.hpp"
 #include "store/blobs.hpp"
+#include "blobs_support.hpp"
 
 namespace harmar::store {
 namespace {
@@ -22,29 +23,11 @@ using testing::Loop;
 using testing::run_any;
 using testing::wait_until;
 
-// Joins the blocking pool after the last test, as `harmar serve` does at shutdown: OpenSSL frees a
-// thread's state only when the thread exits, and LeakSanitizer would report it otherwise.
-class StopBlockingPool : public ::testing::Environment {
- public:
-  void TearDown() override { stop_blocking_pool(); }
-};
-const auto* const kStopBlockingPool = ::testing::AddGlobalTestEnvironment(new StopBlockingPool);
 
-std::string sha256_hex(std::string_view data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  EVP_Digest(data.data(), data.size(), md, &n, EVP_sha256(), nullptr);
-  std::string out;
-  for (unsigned i = 0; i < n; ++i) out += fmt::format("{:02x}", md[i]);
-  return out;
-}
+using testing_blobs::keys_of;
+using testing_blobs::random_bytes;
+using testing_blobs::sha256_hex;
 
-std::string random_bytes(std::size_t n) {
-  std::mt19937_64 rng{42};
-  std::string out(n, '\0');
-  for (auto& c : out) c = static_cast<char>(rng());
-  return out;
-}
 
 // Every regular file under `dir`, hidden ones included.
 std::vector<std::string> files_under(const fs::path& dir) {
@@ -56,11 +39,6 @@ std::vector<std::string> files_under(const fs::path& dir) {
   return out;
 }
 
-std::vector<std::string> keys_of(const std::vector<BlobInfo>& infos) {
-  std::vector<std::string> out;
-  for (const auto& i : infos) out.push_back(i.key);
-  return out;
-}
 
 class BlobsTest : public ::testing::Test {
  protected:
@@ -76,18 +54,8 @@ class BlobsTest : public ::testing::Test {
     if (!r.ok()) throw std::runtime_error(r.error().detail);
     return std::move(r).value();
   }
-  // Reads [offset, offset+length) in pieces of `piece` bytes.
   std::string read_range(const std::string& key, int64_t offset, std::optional<int64_t> length, std::size_t piece) {
-    auto reader = run_any(store_->open(key, offset, length));
-    if (!reader.ok()) throw std::runtime_error(reader.error().detail);
-    std::string out;
-    for (;;) {
-      auto chunk = run_any((*reader)->read(piece));
-      if (!chunk.ok()) throw std::runtime_error(chunk.error().detail);
-      if (chunk->empty()) return out;
-      EXPECT_LE(chunk->size(), piece);
-      out += *chunk;
-    }
+    return testing_blobs::read_range(*store_, key, offset, length, piece);
   }
 
   testing::ScratchDir scratch_;
