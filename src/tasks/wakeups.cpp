@@ -20,7 +20,10 @@ asio::awaitable<bool> Waiter::wait_until(std::chrono::steady_clock::time_point d
   // has suspended in async_wait: a signal between the check and the wait is not lost.
   if (st_->woken.exchange(false) || w_.stopping()) co_return true;
   st_->timer.expires_at(deadline);
+  // Counted only while parked here: a poll still making its first claim is not waiting yet.
+  w_.parked_.fetch_add(1);
   co_await st_->timer.async_wait(asio::as_tuple(asio::use_awaitable));
+  w_.parked_.fetch_sub(1);
   co_return st_->woken.exchange(false) || w_.stopping();
 }
 
@@ -99,9 +102,6 @@ void Wakeups::stop() {
   wake_all();
 }
 
-std::size_t Wakeups::waiting() const {
-  std::lock_guard lock(mu_);
-  return by_user_.size();
-}
+std::size_t Wakeups::waiting() const { return parked_.load(); }
 
 }  // namespace harmar::tasks

@@ -61,6 +61,7 @@ class Wakeups {
   // From now on every wait returns at once.
   void stop();
   bool stopping() const { return stopping_.load(); }
+  // Long-polls parked in their wait right now (harmar_tasks_waiting_polls).
   std::size_t waiting() const;
 
  private:
@@ -69,6 +70,7 @@ class Wakeups {
   void remove(Waiter* w);
   static void wake(const std::shared_ptr<Waiter::State>& st);
 
+  std::atomic<std::size_t> parked_{0};  // polls suspended in Waiter::wait_until
   mutable std::mutex mu_;
   std::unordered_multimap<std::string, Waiter*> by_user_, by_device_;
   std::unordered_map<std::string, std::chrono::steady_clock::time_point> departed_;
