@@ -7,6 +7,13 @@
 // asynchronous and bounded by busy_timeout_ms (503). A connection that breaks is dropped; the
 // next caller reconnects. Each connection prepares each distinct SQL once (PQsendPrepare) and
 // then runs it with PQsendQueryPrepared; parameters go as text, except Bytes (binary bytea).
+//
+// Reads (Database::read) queue per pool instead of each taking a connection: up to
+// pool_per_worker coroutines drain the queue, each sending what is waiting (at most
+// kMaxPipeline reads) in one libpq pipeline with a single Sync, so a burst of reads costs one
+// write and one wake-up of the server instead of one each. Statements between two Syncs form one
+// implicit transaction, which is why only reads go this way: when one fails, the server skips
+// the rest up to the Sync, and those go back to the head of the queue for the next pipeline.
 #include <libpq-fe.h>
 #include <poll.h>
 
@@ -20,6 +27,7 @@
 
 #include <charconv>
 #include <cmath>
+#include <deque>
 #include <mutex>
 #include <unordered_map>
 
@@ -33,6 +41,7 @@ namespace harmar::store::detail {
 namespace {
 
 constexpr std::size_t kPreparedCacheSize = 256;
+constexpr std::size_t kMaxPipeline = 32;  // reads sent together on one connection
 constexpr Oid kBoolOid = 16, kByteaOid = 17, kInt8Oid = 20, kInt2Oid = 21, kInt4Oid = 23, kOidOid = 26,
               kFloat4Oid = 700, kFloat8Oid = 701;
 
@@ -322,18 +331,26 @@ Rows to_rows(const PGresult* r) {
   return Rows(std::move(columns), std::move(cells), affected);
 }
 
+// What a connection's prepared statements are cached by: the SQL and its parameters' kinds.
+std::string statement_key(std::string_view sql, const EncodedParams& p) {
+  std::string key(sql);
+  key += '\0';
+  key += p.kinds;
+  return key;
+}
+
+std::string new_statement_name(Connection& c) { return "harmar_" + std::to_string(++c.statements); }
+
 // Runs one statement with parameters, preparing it on this connection the first time.
 asio::awaitable<Result<Rows>> run_query(Connection& c, std::string_view sql, const Params& params) {
   EncodedParams p = encode(params);
   const int n = static_cast<int>(params.size());
-  std::string key(sql);
-  key += '\0';
-  key += p.kinds;
+  std::string key = statement_key(sql, p);
   std::string name;
   if (auto* known = c.prepared.get(key)) {
     name = *known;
   } else {
-    name = "harmar_" + std::to_string(++c.statements);
+    name = new_statement_name(c);
     std::string text(sql);
     if (!PQsendPrepare(c.pg, name.c_str(), text.c_str(), n, n ? p.types.data() : nullptr)) co_return send_failed(c, sql);
     if (auto s = co_await flush(c, sql); !s) co_return std::move(s).error();
@@ -350,6 +367,153 @@ asio::awaitable<Result<Rows>> run_query(Connection& c, std::string_view sql, con
   auto res = co_await collect(c, sql);
   if (!res) co_return std::move(res).error();
   co_return to_rows(res->get());
+}
+
+// A read waiting for a pipeline: shared by its caller, who stops waiting for a connection
+// after busy_timeout_ms, and the coroutine that runs it. Touched only on its pool's event loop.
+struct PendingRead {
+  PendingRead(std::string_view sql, Params params, const asio::any_io_executor& ex)
+      : sql(sql), params(std::move(params)), wake(ex) {}
+  void finish(Result<Rows> r) {
+    result = std::move(r);
+    wake.cancel();
+  }
+
+  std::string sql;
+  Params params;
+  bool started = false;                // taken into a pipeline: the caller waits for its end
+  std::optional<Result<Rows>> result;  // set once
+  asio::steady_timer wake;             // cancelled by finish()
+};
+using ReadPtr = std::shared_ptr<PendingRead>;
+
+// The next result of the pipeline in flight, reading from the socket as needed; nullptr
+// between two commands' results. A failed socket marks the connection broken (then nullptr).
+asio::awaitable<PgResult> next_result(Connection& c) {
+  while (PQisBusy(c.pg)) {
+    bool readable = co_await wait_socket(c, asio::posix::descriptor_base::wait_read);
+    if (!readable || !PQconsumeInput(c.pg)) {
+      c.broken = true;
+      co_return nullptr;
+    }
+  }
+  co_return PgResult(PQgetResult(c.pg));
+}
+
+// Sends `reads` in one pipeline on `c` and finishes each, except those the server skipped after
+// another failed: they are returned, to run again. The connection is out of pipeline mode after
+// (or broken).
+asio::awaitable<std::vector<ReadPtr>> run_pipeline(Connection& c, std::vector<ReadPtr> reads) {
+  std::vector<ReadPtr> skipped;
+  // What went into the pipeline, in order; each command's results end with a nullptr.
+  struct Command {
+    enum Kind { Prepare, Deallocate, Execute } kind;
+    std::size_t read = 0;  // index into reads
+    std::string key;       // Prepare: the cache key, dropped again if the prepare fails
+  };
+  std::vector<Command> commands;
+  std::vector<std::optional<Error>> prepare_errors(reads.size());
+  auto fail_all = [&](const Error& e) {
+    for (auto& r : reads)
+      if (!r->result) r->finish(e);
+  };
+  if (!PQenterPipelineMode(c.pg)) {
+    fail_all(send_failed(c, reads.front()->sql));
+    co_return skipped;
+  }
+  for (std::size_t i = 0; i < reads.size(); ++i) {
+    const PendingRead& r = *reads[i];
+    EncodedParams p = encode(r.params);
+    const int n = static_cast<int>(r.params.size());
+    std::string key = statement_key(r.sql, p);
+    std::string name;
+    if (auto* known = c.prepared.get(key)) {
+      name = *known;
+    } else {
+      name = new_statement_name(c);
+      if (!PQsendPrepare(c.pg, name.c_str(), r.sql.c_str(), n, n ? p.types.data() : nullptr)) {
+        fail_all(send_failed(c, r.sql));
+        co_return skipped;
+      }
+      commands.push_back({Command::Prepare, i, key});
+      if (auto evicted = c.prepared.put(key, name)) {
+        std::string sql = "DEALLOCATE " + evicted->second;
+        if (!PQsendQueryParams(c.pg, sql.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0)) {
+          fail_all(send_failed(c, sql));
+          co_return skipped;
+        }
+        commands.push_back({Command::Deallocate, i, {}});
+      }
+    }
+    if (!PQsendQueryPrepared(c.pg, name.c_str(), n, n ? p.values.data() : nullptr, n ? p.lengths.data() : nullptr,
+                             n ? p.formats.data() : nullptr, 0)) {
+      fail_all(send_failed(c, r.sql));
+      co_return skipped;
+    }
+    commands.push_back({Command::Execute, i, {}});
+  }
+  if (!PQpipelineSync(c.pg)) {
+    fail_all(send_failed(c, reads.front()->sql));
+    co_return skipped;
+  }
+  if (auto s = co_await flush(c, reads.front()->sql); !s) {
+    fail_all(s.error());
+    co_return skipped;
+  }
+  auto lost = [&]() -> Error { return connection_lost(c, reads.front()->sql); };
+  for (const Command& cmd : commands) {
+    PendingRead& r = *reads[cmd.read];
+    PgResult last;
+    std::optional<Error> error;
+    bool aborted = false;
+    while (PgResult res = co_await next_result(c)) {
+      switch (PQresultStatus(res.get())) {
+        case PGRES_COMMAND_OK:
+        case PGRES_TUPLES_OK:
+        case PGRES_EMPTY_QUERY: last = std::move(res); break;
+        case PGRES_PIPELINE_ABORTED: aborted = true; break;
+        default:
+          if (!error) error = result_error(c, res.get(), r.sql);
+      }
+    }
+    if (c.broken || PQstatus(c.pg) == CONNECTION_BAD) {
+      fail_all(error && c.broken ? *error : lost());
+      co_return std::vector<ReadPtr>{};
+    }
+    switch (cmd.kind) {
+      case Command::Prepare:
+        if (error || aborted || !last) {
+          c.prepared.take(cmd.key);  // never prepared on the server
+          if (error) prepare_errors[cmd.read] = std::move(error);
+        }
+        break;
+      case Command::Deallocate:
+        if (error) logger()->warn("postgres: could not drop a prepared statement ({})", error->code);
+        break;
+      case Command::Execute:
+        if (prepare_errors[cmd.read]) {
+          r.finish(std::move(*prepare_errors[cmd.read]));
+        } else if (error) {
+          r.finish(std::move(*error));
+        } else if (aborted) {
+          skipped.push_back(reads[cmd.read]);
+        } else if (last) {
+          r.finish(to_rows(last.get()));
+        } else {
+          logger()->error("postgres: no result in a pipeline; statement: {}", r.sql);
+          r.finish(internal_error());
+        }
+        break;
+    }
+  }
+  PgResult sync = co_await next_result(c);
+  if (!sync || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC || !PQexitPipelineMode(c.pg)) {
+    if (!c.broken) logger()->error("postgres: pipeline out of step: {}", trim_newline(PQerrorMessage(c.pg)));
+    c.broken = true;  // the protocol state is unknown: never reuse it
+    fail_all(unavailable_error("database connection lost"));  // the skipped ones too
+    co_return std::vector<ReadPtr>{};
+  }
+  co_return skipped;
 }
 
 enum class WaitOutcome { Ready, TimedOut, Failed };
@@ -495,6 +659,22 @@ class Pool : public std::enable_shared_from_this<Pool> {
     permits_.release();
   }
 
+  // Queues a read for the pool's pipelines, starting another coroutine to drain the queue while
+  // fewer than the pool's size are. Call on the pool's event loop.
+  void enqueue_read(ReadPtr r) {
+    reads_.push_back(std::move(r));
+    if (readers_ >= cfg_->opts.pool_per_worker) return;
+    ++readers_;
+    asio::co_spawn(ex_, drain_reads(shared_from_this()), asio::detached);
+  }
+
+  // A read whose caller stopped waiting before it went into a pipeline; false once it has.
+  bool withdraw_read(const ReadPtr& r) {
+    if (r->started) return false;
+    std::erase(reads_, r);
+    return true;
+  }
+
   // The io_context is going away (or the Database is): close idle connections, drop waiters.
   void close() {
     std::vector<std::unique_ptr<Connection>> idle;
@@ -508,6 +688,43 @@ class Pool : public std::enable_shared_from_this<Pool> {
   }
 
  private:
+  // Leases a connection and sends the queued reads through it, a pipeline at a time, until the
+  // queue is empty; lets the connection go between pipelines when someone else waits for one.
+  static asio::awaitable<void> drain_reads(std::shared_ptr<Pool> self) {
+    struct Done {
+      Pool& pool;
+      ~Done() { --pool.readers_; }
+    } done{*self};
+    while (!self->reads_.empty()) {
+      auto lease = co_await self->acquire();
+      if (!lease) {
+        // The error is the oldest waiting read's: each read gets at most one such failure, as
+        // if it had asked for the connection itself.
+        if (self->reads_.empty()) co_return;
+        ReadPtr first = std::move(self->reads_.front());
+        self->reads_.pop_front();
+        first->started = true;
+        first->finish(std::move(lease).error());
+        continue;
+      }
+      Connection& c = lease->conn();
+      while (!self->reads_.empty() && !c.broken) {
+        std::vector<ReadPtr> batch;
+        while (!self->reads_.empty() && batch.size() < kMaxPipeline) {
+          batch.push_back(std::move(self->reads_.front()));
+          self->reads_.pop_front();
+          batch.back()->started = true;
+        }
+        auto again = co_await run_pipeline(c, std::move(batch));
+        for (auto it = again.rbegin(); it != again.rend(); ++it) {
+          (*it)->started = false;
+          self->reads_.push_front(std::move(*it));
+        }
+        if (self->permits_.waiting() > 0) break;  // a transaction or query waits for a connection
+      }
+    }
+  }
+
   std::unique_ptr<Connection> take_idle() {
     std::lock_guard lock(mu_);
     if (idle_.empty()) return nullptr;
@@ -526,6 +743,10 @@ class Pool : public std::enable_shared_from_this<Pool> {
   std::mutex mu_;
   std::vector<std::unique_ptr<Connection>> idle_;
   bool closed_ = false;
+  // Reads waiting for a pipeline, and the coroutines draining them; on the pool's event loop
+  // only (each io_context is run by one thread).
+  std::deque<ReadPtr> reads_;
+  int readers_ = 0;
 };
 
 void Lease::reset() {
@@ -662,6 +883,27 @@ class PgDatabase final : public Database {
     co_return co_await run_query(lease->conn(), sql, params);
   }
 
+  asio::awaitable<Result<Rows>> read(std::string_view sql, Params params) override {
+    if (auto s = check_params(params); !s) co_return std::move(s).error();
+    auto pool = co_await this_pool();
+    if (!pool) co_return std::move(pool).error();
+    auto ex = co_await asio::this_coro::executor;
+    auto r = std::make_shared<PendingRead>(sql, std::move(params), ex);
+    (*pool)->enqueue_read(r);
+    // Bounded like any wait for a connection; once in a pipeline, it waits for the server.
+    r->wake.expires_after(cfg_->busy_timeout());
+    for (;;) {
+      co_await r->wake.async_wait(asio::as_tuple(asio::use_awaitable));
+      if (r->result) co_return std::move(*r->result);
+      if ((*pool)->withdraw_read(r)) {
+        logger()->warn("postgres: no free connection in {} ms ({} per worker)", cfg_->opts.busy_timeout_ms,
+                       cfg_->opts.pool_per_worker);
+        co_return unavailable_error("database busy");
+      }
+      r->wake.expires_at(asio::steady_timer::time_point::max());
+    }
+  }
+
   asio::awaitable<Status> exec_script(std::string_view sql) override {
     auto lease = co_await lease_connection();
     if (!lease) co_return std::move(lease).error();
@@ -715,8 +957,8 @@ class PgDatabase final : public Database {
   }
 
  private:
-  // A connection from the pool of the calling coroutine's io_context.
-  asio::awaitable<Result<Lease>> lease_connection() {
+  // The pool of the calling coroutine's io_context.
+  asio::awaitable<Result<std::shared_ptr<Pool>>> this_pool() {
     auto ex = co_await asio::this_coro::executor;
     auto& ctx = asio::query(ex, asio::execution::context);
     bool created = false;
@@ -727,7 +969,14 @@ class PgDatabase final : public Database {
       std::erase_if(pools_, [](const std::weak_ptr<Pool>& w) { return w.expired(); });
       pools_.push_back(pool);
     }
-    co_return co_await pool->acquire();
+    co_return pool;
+  }
+
+  // A connection from the pool of the calling coroutine's io_context.
+  asio::awaitable<Result<Lease>> lease_connection() {
+    auto pool = co_await this_pool();
+    if (!pool) co_return std::move(pool).error();
+    co_return co_await (*pool)->acquire();
   }
 
   std::shared_ptr<const Config> cfg_;

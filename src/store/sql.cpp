@@ -119,6 +119,10 @@ asio::awaitable<Result<int64_t>> Querier::exec(std::string_view sql, Params para
   co_return rows->affected();
 }
 
+asio::awaitable<Result<Rows>> Database::read(std::string_view sql, Params params) {
+  co_return co_await query(sql, std::move(params));
+}
+
 Result<std::unique_ptr<Database>> Database::open(const std::string& url, const Options& opts) {
   if (opts.pool_per_worker < 1 || opts.sqlite_readers < 0 || opts.busy_timeout_ms < 0)
     return Error::bad_request("invalid_database_options",

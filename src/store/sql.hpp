@@ -226,6 +226,10 @@ class Database : public Querier {
   static Result<std::unique_ptr<Database>> open(const std::string& url) { return open(url, Options{}); }
 
   virtual Backend backend() const = 0;
+  // As query(), for a statement that only reads (a SELECT without FOR UPDATE/SHARE, calling no
+  // function with side effects). PostgreSQL may send several such reads of one event loop in one
+  // pipeline, sharing a round trip and a Sync; the others run it as query().
+  virtual asio::awaitable<Result<Rows>> read(std::string_view sql, Params params = {});
   virtual asio::awaitable<Result<std::unique_ptr<Transaction>>> begin() = 0;
   // A trivial round trip, for /readyz.
   virtual asio::awaitable<Status> ping() = 0;

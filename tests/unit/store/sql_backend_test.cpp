@@ -81,6 +81,19 @@ TEST_P(SqlBackend, values_of_every_type_round_trip) {
     EXPECT_TRUE(rows[3].is_null(3));
     EXPECT_EQ(rows[4].real(1), 0.1);
     EXPECT_EQ(rows[4].text(3), "plain");
+
+    // read() answers a SELECT as query() does (PostgreSQL sends it in a pipeline), binary
+    // parameters included.
+    SQL_CO_ASSIGN_OK(read, co_await db_->read("SELECT i, r, b, s, y FROM v WHERE y = $1", {Bytes{binary}}));
+    if (read.size() != 1) {
+      ADD_FAILURE() << "read rows: " << read.size();
+      co_return;
+    }
+    EXPECT_EQ(read[0].integer(0), std::numeric_limits<int64_t>::min());
+    EXPECT_EQ(read[0].real(1), 3.141592653589793);
+    EXPECT_TRUE(read[0].boolean(2));
+    EXPECT_EQ(read[0].text(3), unicode);
+    EXPECT_EQ(read[0].bytes(4), binary);
   }());
 }
 

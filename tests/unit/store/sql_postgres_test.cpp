@@ -1,10 +1,14 @@
 // What only the PostgreSQL backend promises: per-event-loop pools, prepared statements, broken
 // connections turning into 503 and recovering, native cells from text results.
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_future.hpp>
 #include <libpq-fe.h>
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <set>
 
@@ -193,6 +197,148 @@ TEST(SqlPostgres, special_doubles_round_trip_as_parameters) {
     EXPECT_EQ(r.real(1), -std::numeric_limits<double>::infinity());
     EXPECT_EQ(r.real(2), 5e-324);
     EXPECT_TRUE(std::signbit(r.real(3)));
+  }());
+}
+
+// A database with one pooled connection per event loop.
+std::unique_ptr<Database> one_connection(int busy_timeout_ms = 5000) {
+  Database::Options opts;
+  opts.pool_per_worker = 1;
+  opts.busy_timeout_ms = busy_timeout_ms;
+  return open_or_fail(fresh_url(Backend::Postgres), opts);
+}
+
+// Starts `n` reads at once on this event loop (they queue behind each other and go out in
+// pipelines) and returns their results in order once all are back.
+asio::awaitable<std::vector<Result<Rows>>> reads_at_once(Database& db, int n,
+                                                         const std::function<std::pair<std::string, Params>(int)>& make) {
+  auto ex = co_await asio::this_coro::executor;
+  std::vector<std::optional<Result<Rows>>> got(static_cast<std::size_t>(n));
+  int left = n;
+  asio::steady_timer all_back(ex, asio::steady_timer::time_point::max());
+  for (int i = 0; i < n; ++i) {
+    auto [sql, params] = make(i);
+    asio::co_spawn(
+        ex,
+        [&, i, sql = std::move(sql), params = std::move(params)]() mutable -> asio::awaitable<void> {
+          got[static_cast<std::size_t>(i)] = co_await db.read(sql, std::move(params));
+          if (--left == 0) all_back.cancel();
+        },
+        fail_on_exception("read"));
+  }
+  if (left > 0) co_await all_back.async_wait(asio::as_tuple(asio::use_awaitable));
+  std::vector<Result<Rows>> out;
+  for (auto& g : got) out.push_back(g ? std::move(*g) : Result<Rows>(Error{}));
+  co_return out;
+}
+
+// Fails the test for each result that is an error; hands the others to `check` with their index.
+void expect_all_ok(const std::vector<Result<Rows>>& results, const std::function<void(int, const Rows&)>& check) {
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    if (results[i].ok())
+      check(static_cast<int>(i), *results[i]);
+    else
+      ADD_FAILURE() << "read " << i << ": " << results[i].error().code;
+  }
+}
+
+TEST(SqlPostgres, reads_sent_together_each_get_their_own_result) {
+  auto db = one_connection();  // the reads queue and share pipelines
+  run([&]() -> asio::awaitable<void> {
+    auto results = co_await reads_at_once(*db, 200, [](int i) {
+      return std::pair<std::string, Params>{"SELECT $1::bigint * 3, pg_backend_pid()", {int64_t{i}}};
+    });
+    std::set<int64_t> pids;
+    expect_all_ok(results, [&](int i, const Rows& rows) {
+      EXPECT_EQ(rows.front().integer(0), 3 * i);
+      pids.insert(rows.front().integer(1));
+    });
+    EXPECT_EQ(pids.size(), 1u) << "one connection served them all";
+  }());
+}
+
+TEST(SqlPostgres, a_read_that_fails_in_a_pipeline_fails_alone) {
+  auto db = one_connection();
+  run([&]() -> asio::awaitable<void> {
+    // Every 7th divides by zero (fails while executing), every 11th is not SQL (fails to
+    // prepare); the server skips what follows each failure up to the Sync, and those run again.
+    auto make = [](int i) -> std::pair<std::string, Params> {
+      if (i % 11 == 5) return {"SELEC $1::int", {int64_t{i}}};
+      return {"SELECT 1000 / $1::int", {int64_t{i % 7 == 3 ? 0 : i + 1}}};
+    };
+    auto results = co_await reads_at_once(*db, 120, make);
+    for (int i = 0; i < 120; ++i) {
+      auto& r = results[static_cast<std::size_t>(i)];
+      if (i % 11 == 5 || i % 7 == 3) {
+        EXPECT_FALSE(r.ok()) << "read " << i;
+        if (!r.ok()) { EXPECT_EQ(r.error().status, 500) << "read " << i; }
+      } else if (!r.ok()) {
+        ADD_FAILURE() << "read " << i << " failed: " << r.error().code;
+      } else {
+        EXPECT_EQ(r->front().integer(0), 1000 / (i + 1)) << "read " << i;
+      }
+    }
+    // The failed prepare left nothing behind: the same connection reads on.
+    SQL_CO_ASSIGN_OK(after, co_await db->read("SELECT 1000 / $1::int", {int64_t{8}}));
+    EXPECT_EQ(after.front().integer(0), 125);
+    SQL_CO_ASSIGN_OK(prepared, co_await db->read("SELECT COUNT(*) FROM pg_prepared_statements WHERE statement LIKE 'SELEC %'", {}));
+    EXPECT_EQ(prepared.front().integer(0), 0);
+  }());
+}
+
+TEST(SqlPostgres, reads_beyond_the_statement_cache_still_answer_and_the_cache_stays_bounded) {
+  auto db = one_connection();
+  run([&]() -> asio::awaitable<void> {
+    // 300 distinct statements (the cache keeps 256 per connection): some pipelines prepare a
+    // statement and drop an older one in the same breath.
+    auto results = co_await reads_at_once(*db, 300, [](int i) {
+      return std::pair<std::string, Params>{"SELECT $1::bigint + " + std::to_string(i), {int64_t{1000}}};
+    });
+    expect_all_ok(results, [](int i, const Rows& rows) { EXPECT_EQ(rows.front().integer(0), 1000 + i); });
+    SQL_CO_ASSIGN_OK(prepared, co_await db->read("SELECT COUNT(*) FROM pg_prepared_statements", {}));
+    EXPECT_LE(prepared.front().integer(0), 256);
+  }());
+}
+
+TEST(SqlPostgres, a_read_waiting_for_a_busy_pool_gives_up_with_503) {
+  auto db = one_connection(300);
+  run([&]() -> asio::awaitable<void> {
+    SQL_CO_ASSIGN_OK(tx, co_await db->begin());  // holds the only connection
+    auto r = co_await db->read("SELECT 1", {});
+    EXPECT_FALSE(r.ok());
+    if (!r.ok()) {
+      EXPECT_EQ(r.error().status, 503);
+      EXPECT_EQ(r.error().code, "unavailable");
+    }
+    SQL_CO_ASSERT_OK(co_await tx->commit());
+    SQL_CO_ASSIGN_OK(again, co_await db->read("SELECT 2", {}));
+    EXPECT_EQ(again.front().integer(0), 2);
+  }());
+}
+
+TEST(SqlPostgres, a_stream_of_reads_does_not_keep_a_transaction_from_its_connection) {
+  auto db = one_connection(3000);
+  run([&]() -> asio::awaitable<void> {
+    auto ex = co_await asio::this_coro::executor;
+    // More readers than one pipeline takes, so the queue is never empty while they run.
+    constexpr int kReaders = 100;
+    bool stop = false;
+    int running = kReaders;
+    asio::steady_timer readers_done(ex, asio::steady_timer::time_point::max());
+    for (int k = 0; k < kReaders; ++k)
+      asio::co_spawn(
+          ex,
+          [&]() -> asio::awaitable<void> {
+            while (!stop) (void)co_await db->read("SELECT 1", {});
+            if (--running == 0) readers_done.cancel();
+          },
+          fail_on_exception("reader"));
+    co_await yield();
+    auto tx = co_await db->begin();
+    stop = true;
+    EXPECT_TRUE(tx.ok()) << "the transaction waited out the readers' stream: " << (tx.ok() ? "" : tx.error().code);
+    if (tx.ok()) SQL_CO_ASSERT_OK(co_await (*tx)->commit());
+    if (running > 0) co_await readers_done.async_wait(asio::as_tuple(asio::use_awaitable));
   }());
 }
 
