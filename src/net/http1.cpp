@@ -16,6 +16,7 @@
 #include "core/clock.hpp"
 #include "core/log.hpp"
 #include "net/detail/rate_limit.hpp"
+#include "net/detail/reactor_access.hpp"
 #include "net/detail/request_parser.hpp"
 #include "net/detail/transport.hpp"
 
@@ -348,9 +349,11 @@ asio::awaitable<void> Http1Session<T>::run() {
             // An async_wait costs an epoll_ctl per request (Asio re-arms the descriptor for each
             // wait); a read costs none (the descriptor stays registered, edge-triggered). So a
             // client whose requests fit the inbox is waited for with a read into it: one recv per
-            // request, like nginx. The inbox is the session's, not the worker's scratch buffer:
-            // a read that completes at once is delivered later, after other sessions may have
-            // used the scratch buffer. Larger requests wait for readiness and read the scratch.
+            // request, like nginx (once a read drained the socket, expect_readable_edge stops Asio
+            // from trying the read before epoll reports data: it could only say EAGAIN). The inbox
+            // is the session's, not the worker's scratch buffer: a read that completes at once is
+            // delivered later, after other sessions may have used the scratch buffer. Larger
+            // requests wait for readiness and read the scratch.
             waiting_ = true;
             std::size_t got = 0;
             if (inbox_overflowed_) {
@@ -374,6 +377,7 @@ asio::awaitable<void> Http1Session<T>::run() {
               chunk = std::string_view(inbox_.get(), got);
               t_.drained = got < kInbox;  // a full inbox may have left more: read on into the scratch buffer
               inbox_overflowed_ = got == kInbox;
+              if (t_.drained) expect_readable_edge(t_.sock);
             }
           }
         }
