@@ -1,6 +1,8 @@
 #include "core/clock.hpp"
 
 #include <charconv>
+#include <climits>
+#include <cstdint>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -59,32 +61,54 @@ bool digits(std::string_view s, std::size_t pos, std::size_t n, int& out) {
   return true;
 }
 
+// Writes `v` (>= 0) as `width` decimal digits at out[at].
+void put_digits(char* out, std::size_t at, std::size_t width, int64_t v) {
+  for (std::size_t i = at + width; i > at; v /= 10) out[--i] = static_cast<char>('0' + v % 10);
+}
+
 }  // namespace
 
-std::string format_rfc3339(int64_t unix_ms) {
+void append_rfc3339(std::string& out, int64_t unix_ms) {
   int64_t secs = floor_div(unix_ms, 1000);
   int ms = static_cast<int>(unix_ms - secs * 1000);
   int64_t days = floor_div(secs, 86400);
   int64_t rem = secs - days * 86400;
-  Civil c = civil_from_days(days);
-  if (c.y < 0 || c.y > 9999) {
-    char buf[40];
-    std::snprintf(buf, sizeof buf, "%04lld-%02u-%02uT%02d:%02d:%02d.%03dZ", static_cast<long long>(c.y), c.m, c.d,
-                  static_cast<int>(rem / 3600), static_cast<int>(rem / 60 % 60), static_cast<int>(rem % 60), ms);
-    return buf;
+  // Lists format two of these per record, mostly of one day: the date part is kept per thread.
+  thread_local int64_t cached_days = INT64_MIN;
+  thread_local char date[11];  // "YYYY-MM-DDT"
+  if (days != cached_days) {
+    Civil c = civil_from_days(days);
+    if (c.y < 0 || c.y > 9999) {
+      char buf[48];
+      int n = std::snprintf(buf, sizeof buf, "%04lld-%02u-%02uT%02d:%02d:%02d.%03dZ", static_cast<long long>(c.y), c.m,
+                            c.d, static_cast<int>(rem / 3600), static_cast<int>(rem / 60 % 60),
+                            static_cast<int>(rem % 60), ms);
+      out.append(buf, static_cast<std::size_t>(n));
+      return;
+    }
+    put_digits(date, 0, 4, c.y);
+    date[4] = '-';
+    put_digits(date, 5, 2, c.m);
+    date[7] = '-';
+    put_digits(date, 8, 2, c.d);
+    date[10] = 'T';
+    cached_days = days;
   }
-  // Digit by digit: lists format two of these per record, and snprintf was most of their cost.
-  std::string out = "0000-00-00T00:00:00.000Z";
-  auto put = [&out](std::size_t at, std::size_t width, int64_t v) {
-    for (std::size_t i = at + width; i > at; v /= 10) out[--i] = static_cast<char>('0' + v % 10);
-  };
-  put(0, 4, c.y);
-  put(5, 2, c.m);
-  put(8, 2, c.d);
-  put(11, 2, rem / 3600);
-  put(14, 2, rem / 60 % 60);
-  put(17, 2, rem % 60);
-  put(20, 3, ms);
+  // Digit by digit: snprintf was most of a list's formatting cost.
+  char t[13] = {'0', '0', ':', '0', '0', ':', '0', '0', '.', '0', '0', '0', 'Z'};
+  auto put = [&t](std::size_t at, std::size_t width, int64_t v) { put_digits(t, at, width, v); };
+  put(0, 2, rem / 3600);
+  put(3, 2, rem / 60 % 60);
+  put(6, 2, rem % 60);
+  put(9, 3, ms);
+  out.append(date, sizeof date);
+  out.append(t, sizeof t);
+}
+
+std::string format_rfc3339(int64_t unix_ms) {
+  std::string out;
+  out.reserve(24);
+  append_rfc3339(out, unix_ms);
   return out;
 }
 

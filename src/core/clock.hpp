@@ -13,6 +13,8 @@ int64_t mono_ms();
 
 // RFC 3339 UTC with milliseconds: "2026-11-25T19:01:31.123Z".
 std::string format_rfc3339(int64_t unix_ms);
+// The same, appended to `out` (no allocation of its own).
+void append_rfc3339(std::string& out, int64_t unix_ms);
 // Accepts RFC 3339 date-times with an offset or "Z" (fraction optional); nullopt if malformed.
 std::optional<int64_t> parse_rfc3339(std::string_view s);
 // The IMF-fixdate of RFC 9110 for HTTP Date headers: "Wed, 25 Nov 2026 19:01:31 GMT".

@@ -144,13 +144,14 @@ void append_json_string(std::string& out, std::string_view s) {
 bool append_record_json(const Collection& c, const store::Row& row, std::string& out) {
   if (c.document) return false;
   auto text = [&out](std::string_view s) { append_json_string(out, s); };
+  std::string scratch;
   out += "{\"id\":";
-  std::string id = row.text(0);
+  std::string_view id = row.text_view(0, scratch);
   text(id);
   out += ",\"created_at\":\"";
-  out += format_rfc3339(row.integer(1));
+  append_rfc3339(out, row.integer(1));
   out += "\",\"updated_at\":\"";
-  out += format_rfc3339(row.integer(2));
+  append_rfc3339(out, row.integer(2));
   out += "\",\"version\":";
   out += std::to_string(row.integer(3));
   std::size_t col = 4;
@@ -165,11 +166,15 @@ bool append_record_json(const Collection& c, const store::Row& row, std::string&
     }
     switch (f.type) {
       case FieldType::Text:
-      case FieldType::Relation: text(row.text(i)); break;
+      case FieldType::Relation: {
+        std::string cell;
+        text(row.text_view(i, cell));
+        break;
+      }
       case FieldType::Bool: out += row.boolean(i) ? "true" : "false"; break;
       case FieldType::Datetime:
         out += '"';
-        out += format_rfc3339(row.integer(i));
+        append_rfc3339(out, row.integer(i));
         out += '"';
         break;
       default: out += js::serialize(field_value(c, f, id, row, i));  // numbers, JSON, files

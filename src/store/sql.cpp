@@ -101,6 +101,12 @@ std::string Row::text(std::size_t col) const {
   return {};
 }
 
+std::string_view Row::text_view(std::size_t col, std::string& scratch) const {
+  if (auto* v = std::get_if<std::string>(&rows_->cell(index_, col))) return *v;
+  scratch = text(col);
+  return scratch;
+}
+
 std::string Row::bytes(std::size_t col) const { return text(col); }
 
 std::optional<int64_t> Row::opt_integer(std::size_t col) const {

@@ -97,6 +97,9 @@ class Row {
   double real(std::size_t col) const;
   bool boolean(std::size_t col) const;
   std::string text(std::size_t col) const;  // "" for NULL
+  // text() without a copy for text cells (the view lives as long as the Rows); other cells are
+  // written into `scratch` and the view points there.
+  std::string_view text_view(std::size_t col, std::string& scratch) const;
   std::string bytes(std::size_t col) const;  // a BLOB / BYTEA column as raw bytes
   std::optional<int64_t> opt_integer(std::size_t col) const;
   std::optional<std::string> opt_text(std::size_t col) const;

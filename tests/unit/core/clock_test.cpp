@@ -17,6 +17,13 @@ TEST(Clock, rfc3339_round_trips) {
   EXPECT_EQ(format_rfc3339(-62135596800000), "0001-01-01T00:00:00.000Z");
   EXPECT_EQ(format_rfc3339(253402300799999), "9999-12-31T23:59:59.999Z");
   EXPECT_EQ(format_rfc3339(253402300800000), "10000-01-01T00:00:00.000Z");  // past RFC 3339: still readable
+  // Times of alternating days (the date part is cached per thread) and appending.
+  std::string both;
+  append_rfc3339(both, 1764097291123);
+  append_rfc3339(both, 1764010891123);
+  append_rfc3339(both, 1764097291999);
+  EXPECT_EQ(both, "2025-11-25T19:01:31.123Z2025-11-24T19:01:31.123Z2025-11-25T19:01:31.999Z");
+  EXPECT_EQ(format_rfc3339(-1), "1969-12-31T23:59:59.999Z");
 }
 
 TEST(Clock, rfc3339_applies_offsets_and_rejects_garbage) {
