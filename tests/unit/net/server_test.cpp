@@ -301,6 +301,36 @@ TEST(Server, a_kept_alive_connection_reads_the_rest_of_a_request_that_arrives_af
   }
 }
 
+// The head is collected in a fixed buffer: headers longer than it, and many that only together
+// are, must still arrive whole and in order.
+TEST(Server, response_headers_longer_than_the_head_buffer_arrive_whole_and_in_order) {
+  TestServer s;
+  s.router.get("/long", [](Request&) -> asio::awaitable<Response> {
+    Response r(200, "ok", "text/plain");
+    for (int i = 0; i < 6; ++i) r.header("X-Part-" + std::to_string(i), std::string(150, static_cast<char>('a' + i)));
+    r.header("X-Huge", std::string(3000, 'z'));
+    r.header("X-Last", "end");
+    co_return r;
+  });
+  s.start();
+  RawClient c(s.port);
+  for (int round = 0; round < 2; ++round) {  // the second response reuses the connection's buffer
+    auto r = c.request(get("/long"));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->body(), "ok");
+    std::vector<std::string> names;
+    for (const auto& f : *r) names.emplace_back(f.name_string());
+    std::vector<std::string> parts(names.end() - 8, names.end());
+    EXPECT_EQ(parts, (std::vector<std::string>{"X-Part-0", "X-Part-1", "X-Part-2", "X-Part-3", "X-Part-4", "X-Part-5",
+                                               "X-Huge", "X-Last"}));
+    for (int i = 0; i < 6; ++i)
+      EXPECT_EQ((*r)["X-Part-" + std::to_string(i)], std::string(150, static_cast<char>('a' + i)));
+    EXPECT_EQ((*r)["X-Huge"], std::string(3000, 'z'));
+    EXPECT_EQ((*r)["X-Last"], "end");
+    EXPECT_EQ((*r)["Content-Type"], "text/plain");
+  }
+}
+
 TEST(Server, a_throwing_handler_is_a_500_problem_naming_the_request) {
   TestServer s;
   add_basic_routes(s.router);
