@@ -3,7 +3,10 @@
 #include <boost/json.hpp>
 #include <fmt/format.h>
 
+#include <array>
+#include <charconv>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <regex>
 
@@ -112,12 +115,28 @@ namespace {
 // A JSON string as boost::json::serialize writes it: '"' and '\\' escaped, control characters as
 // \b \t \n \f \r or \u00xx, everything else (UTF-8 included) as it is.
 void append_json_string(std::string& out, std::string_view s) {
+  static constexpr auto kPlain = [] {
+    std::array<bool, 256> t{};
+    for (int c = 0x20; c < 256; ++c) t[static_cast<std::size_t>(c)] = c != '"' && c != '\\';
+    return t;
+  }();
   static constexpr char kHex[] = "0123456789abcdef";
+  std::size_t i = 0;
+  while (i < s.size() && kPlain[static_cast<unsigned char>(s[i])]) ++i;
+  if (i == s.size()) {  // the usual case: one copy
+    std::size_t at = out.size();
+    out.resize(at + s.size() + 2);
+    char* p = out.data() + at;
+    p[0] = '"';
+    std::memcpy(p + 1, s.data(), s.size());
+    p[s.size() + 1] = '"';
+    return;
+  }
   out += '"';
   std::size_t plain = 0;  // start of the run not yet copied
-  for (std::size_t i = 0; i < s.size(); ++i) {
+  for (; i < s.size(); ++i) {
     auto c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    if (kPlain[c]) continue;
     out.append(s.data() + plain, i - plain);
     plain = i + 1;
     out += '\\';
@@ -141,24 +160,34 @@ void append_json_string(std::string& out, std::string_view s) {
 
 }  // namespace
 
-bool append_record_json(const Collection& c, const store::Row& row, std::string& out) {
-  if (c.document) return false;
-  auto text = [&out](std::string_view s) { append_json_string(out, s); };
+RecordJsonWriter::RecordJsonWriter(const Collection& c) : c_(c) {
+  for (const auto& f : c.fields) {
+    std::string key = ",";
+    append_json_string(key, f.name);
+    key += ':';
+    keys_.push_back(std::move(key));
+  }
+}
+
+bool RecordJsonWriter::append(const store::Row& row, std::string& out) const {
+  if (c_.document) return false;
   std::string scratch;
   out += "{\"id\":";
   std::string_view id = row.text_view(0, scratch);
-  text(id);
+  append_json_string(out, id);
   out += ",\"created_at\":\"";
   append_rfc3339(out, row.integer(1));
   out += "\",\"updated_at\":\"";
   append_rfc3339(out, row.integer(2));
   out += "\",\"version\":";
-  out += std::to_string(row.integer(3));
+  char digits[24];
+  auto [end, ec] = std::to_chars(digits, digits + sizeof digits, row.integer(3));
+  out.append(digits, static_cast<std::size_t>(end - digits));
   std::size_t col = 4;
-  for (const auto& f : c.fields) {
-    out += ',';
-    text(f.name);
-    out += ':';
+  std::string cell;
+  for (std::size_t k = 0; k < c_.fields.size(); ++k) {
+    const Field& f = c_.fields[k];
+    out += keys_[k];
     std::size_t i = col++;
     if (row.is_null(i)) {
       out += "null";
@@ -166,18 +195,14 @@ bool append_record_json(const Collection& c, const store::Row& row, std::string&
     }
     switch (f.type) {
       case FieldType::Text:
-      case FieldType::Relation: {
-        std::string cell;
-        text(row.text_view(i, cell));
-        break;
-      }
+      case FieldType::Relation: append_json_string(out, row.text_view(i, cell)); break;
       case FieldType::Bool: out += row.boolean(i) ? "true" : "false"; break;
       case FieldType::Datetime:
         out += '"';
         append_rfc3339(out, row.integer(i));
         out += '"';
         break;
-      default: out += js::serialize(field_value(c, f, id, row, i));  // numbers, JSON, files
+      default: out += js::serialize(field_value(c_, f, id, row, i));  // numbers, JSON, files
     }
   }
   out += '}';

@@ -22,10 +22,18 @@ struct CodecLimits {
 
 // The record a row of `SELECT columns(c)` holds, in API form.
 js::object record_from_row(const Collection& c, const store::Row& row, std::size_t first_col = 0);
-// The same record as JSON text, appended to `out` without building it first (the same text as
-// serializing record_from_row). Only for table collections: false, with nothing written, for a
-// document collection.
-bool append_record_json(const Collection& c, const store::Row& row, std::string& out);
+// The same records as JSON text, appended to `out` without building them first (the same text
+// as serializing record_from_row); the field names are escaped once per writer, not per row.
+class RecordJsonWriter {
+ public:
+  explicit RecordJsonWriter(const Collection& c);  // `c` must outlive the writer
+  // Only for table collections: false, with nothing written, for a document collection.
+  bool append(const store::Row& row, std::string& out) const;
+
+ private:
+  const Collection& c_;
+  std::vector<std::string> keys_;  // ,"name": for each field
+};
 
 // The stored form of a file field value ({key, name, type, size, sha256}) → its API form.
 js::value file_api_value(const Collection& c, std::string_view record_id, std::string_view field,

@@ -489,9 +489,10 @@ asio::awaitable<Result<Page>> Records::list(std::string collection, Caller calle
     std::string body;
     body.reserve(64 + n * (160 + 48 * e.c.fields.size()));  // most pages without regrowing
     body += "{\"items\":[";
+    RecordJsonWriter writer(e.c);
     for (std::size_t i = 0; i < n; ++i) {
       if (i) body += ',';
-      append_record_json(e.c, (*rows)[i], body);
+      writer.append((*rows)[i], body);
     }
     body += "],\"next_cursor\":";
     if (rows->size() > n) {
