@@ -297,7 +297,13 @@ asio::awaitable<Result<std::optional<js::object>>> Records::load(store::Querier&
   auto rule = rule_sql(e, op, caller, body, p);
   if (!rule) co_return std::move(rule).error();
   std::string sql = select_sql(e) + where({"\"id\" = " + id_param, *rule});
-  auto rows = co_await q.query(sql, std::move(p.params));
+  // Outside a transaction the lookup is a plain read, which may share a pipeline with others.
+  // (Not a ?: of two co_awaits: g++ 12 miscompiles that.)
+  Result<store::Rows> rows = Error{};
+  if (&q == static_cast<store::Querier*>(&db_))
+    rows = co_await db_.read(sql, std::move(p.params));
+  else
+    rows = co_await q.query(sql, std::move(p.params));
   if (!rows) co_return std::move(rows).error();
   if (rows->empty()) co_return std::optional<js::object>();
   co_return std::optional<js::object>(record_from_row(e.c, rows->front()));
