@@ -133,8 +133,8 @@ asio::awaitable<Result<std::string>> PlanChecker::check(const Entry& e, const st
   }
   if (!*verdict) co_return std::string();
   std::string msg = fmt::format(
-      "this filter reads every record of {} (at least {} records): add an index on the fields it compares", e.c.name,
-      min_rows_);
+      "this filter reads every record of {} (at least {} record{}): add an index on the fields it compares", e.c.name,
+      min_rows_, min_rows_ == 1 ? "" : "s");
   if (mode_ == Mode::Refuse) co_return Error{400, "unindexed_filter", msg, {{"filter", "needs an index"}}};
   log::get("data")->warn(log::fields({{"msg", "unindexed filter"}, {"collection", e.c.name}}));
   co_return msg;

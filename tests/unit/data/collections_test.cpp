@@ -136,8 +136,22 @@ TEST_P(Collections_, the_plan_check_warns_about_unindexed_filters_on_large_colle
   q.filter = "b = \"w3\"";
   auto warned = run(records->list("big", anonymous(), q));
   ASSERT_TRUE(warned.ok());
-  EXPECT_EQ(warned->warnings.size(), 1u);
+  ASSERT_EQ(warned->warnings.size(), 1u);
+  EXPECT_EQ(warned->warnings[0],
+            "this filter reads every record of big (at least 50 records): add an index on the fields it compares");
   EXPECT_FALSE(warned->items.empty());
+}
+
+TEST_P(Collections_, the_plan_check_counts_one_record_in_the_singular) {
+  define(R"({"name": "one", "fields": [{"name": "b", "type": "text"}], "rules": {"create": "", "list": ""}})");
+  create("one", admin(), R"({"b": "w"})");
+  records->set_plan_checker(std::make_shared<PlanChecker>(*db, PlanChecker::Mode::Refuse, 1));
+  ListQuery q;
+  q.filter = "b = \"w\"";
+  auto refused = run(records->list("one", anonymous(), q));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().detail,
+            "this filter reads every record of one (at least 1 record): add an index on the fields it compares");
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, Collections_, ::testing::ValuesIn(backends()),
