@@ -48,11 +48,16 @@ bool is_path_index(const Collection& c, const Index& idx) {
   return c.document && idx.size() == 1 && !is_system_field(idx[0]);
 }
 
+// MariaDB indexes a LONGTEXT by a key prefix: 191 characters of utf8mb4 (764 bytes) narrow a
+// lookup well; the full value is compared in the row.
+constexpr const char* kMysqlKeyPrefix = "(191)";
+
 std::string index_column(const Collection& c, const std::string& name, Dialect d) {
-  if (c.document && !is_system_field(name)) return quote_ident(path_column(name));
+  if (c.document && !is_system_field(name))
+    return quote_ident(path_column(name)) + (d == Dialect::Mysql ? kMysqlKeyPrefix : "");
   if (d == Dialect::Mysql && !is_system_field(name)) {
     const Field* f = c.field(name);
-    if (f && f->type == FieldType::Text) return quote_ident(name) + "(191)";  // a key prefix of a LONGTEXT
+    if (f && f->type == FieldType::Text) return quote_ident(name) + kMysqlKeyPrefix;
   }
   return quote_ident(name);
 }
@@ -85,8 +90,9 @@ bool needs_gin(const Collection& c) {
 
 std::string path_column_ddl(const Collection& c, const std::string& dotted, Dialect d) {
   std::string col = quote_ident(path_column(dotted));
+  // LONGTEXT, not a VARCHAR: a value longer than the column would make the document's insert fail.
   if (d == Dialect::Mysql)
-    return col + " VARCHAR(191) GENERATED ALWAYS AS (JSON_UNQUOTE(JSON_EXTRACT(\"data\", " + path_literal(dotted) +
+    return col + " LONGTEXT GENERATED ALWAYS AS (JSON_UNQUOTE(JSON_EXTRACT(\"data\", " + path_literal(dotted) +
            "))) VIRTUAL";
   return col + " GENERATED ALWAYS AS (json_extract(\"data\", " + path_literal(dotted) + ")) VIRTUAL";
 }

@@ -112,9 +112,9 @@ class Compiler {
     return p_.add("$." + dotted(path));
   }
 
-  // The generated column of an indexed document path (SQLite), if there is one.
+  // The generated column of an indexed document path (SQLite, MariaDB), if there is one.
   std::optional<std::string> indexed_path_column(const Resolved& j) const {
-    if (d_ != Dialect::Sqlite || !c_.document || j.column != "data") return std::nullopt;
+    if (d_ == Dialect::Postgres || !c_.document || j.column != "data") return std::nullopt;
     std::string p = dotted(j.path);
     for (const auto& idx : c_.indexes)
       if (idx.size() == 1 && idx[0] == p) return quote_ident(path_column(p));
@@ -163,8 +163,11 @@ class Compiler {
         if (k == Value::Kind::String) {
           s.guard = type + " = 'STRING'";
           // JSON functions answer in utf8mb4_bin (PAD SPACE); compare without padding, as the
-          // text columns (utf8mb4_nopad_bin) and the other backends do.
-          s.expr = "(JSON_UNQUOTE(" + extract + ") COLLATE utf8mb4_nopad_bin)";
+          // text columns (utf8mb4_nopad_bin) and the other backends do. An indexed path's
+          // generated column holds the same text in the table's utf8mb4_nopad_bin, and its
+          // index serves the comparison (MariaDB 10.11 does not match the expression to it).
+          auto gen = indexed_path_column(j);
+          s.expr = gen ? *gen : "(JSON_UNQUOTE(" + extract + ") COLLATE utf8mb4_nopad_bin)";
         } else if (k == Value::Kind::Number) {
           s.guard = type + " IN ('INTEGER', 'DOUBLE', 'UNSIGNED INTEGER')";
           s.expr = "(" + extract + " + 0e0)";
