@@ -31,15 +31,6 @@ std::string media_type(std::string_view content_type) {
   return out;
 }
 
-bool type_allowed(const Field& f, const std::string& type) {
-  if (f.types.empty()) return true;
-  for (const auto& t : f.types) {
-    if (t == type) return true;
-    if (t.ends_with("/*") && type.starts_with(t.substr(0, t.size() - 1))) return true;
-  }
-  return false;
-}
-
 std::string clean_name(std::string_view name, std::string_view fallback) {
   std::string out;
   for (char c : name) {
@@ -121,7 +112,7 @@ asio::awaitable<Result<js::object>> Records::put_file(std::string collection, st
     co_return Error::payload_too_large(fmt::format("{} takes files of at most {} bytes", field, max));
   std::string type = media_type(content_type);
   if (type.empty()) type = "application/octet-stream";
-  if (!type_allowed(*f, type)) {
+  if (!accepts_media_type(*f, type)) {
     std::string allowed;
     for (const auto& t : f->types) allowed += (allowed.empty() ? "" : ", ") + t;
     co_return Error{415, "unsupported_media_type", fmt::format("{} takes {} files, not {}", field, allowed, type), {}};

@@ -451,6 +451,15 @@ std::string path_column(std::string_view dotted_path) {
   return "p_" + readable + fmt::format("_{:08x}", fnv1a(dotted_path));
 }
 
+bool accepts_media_type(const Field& f, std::string_view type) {
+  if (f.types.empty()) return true;
+  for (const auto& t : f.types) {
+    if (t == type) return true;
+    if (t.ends_with("/*") && type.starts_with(std::string_view(t).substr(0, t.size() - 1))) return true;
+  }
+  return false;
+}
+
 Result<Collection> parse_collection(const js::object& o, const Limits& limits) {
   return DefinitionReader(o, limits).run();
 }

@@ -109,7 +109,9 @@ bool valid_json_path(std::string_view dotted);
 
 // The name an index gets in SQL (deterministic from the collection and its columns or path).
 std::string index_name(const Collection& c, const Index& idx, bool unique_field = false);
-// The generated column an indexed JSON path of a document collection has on SQLite.
+// The generated column an indexed JSON path of a document collection has on SQLite and MariaDB.
 std::string path_column(std::string_view dotted_path);
+// Whether file field `f` takes files of media type `type` ("image/png" fits "image/*").
+bool accepts_media_type(const Field& f, std::string_view type);
 
 }  // namespace harmar::data

@@ -1,13 +1,17 @@
 // Bulk import and export of records as NDJSON (one JSON object per line) or CSV (RFC 4180, a
-// header row of field names). Export then import restores a collection: ids and times are kept.
+// header row of field names). Export then import restores a collection: ids and times are kept,
+// and files too while they are still on this server (an export carries a file's URL, not its bytes).
 #include <boost/json.hpp>
 #include <fmt/format.h>
 
 #include <cmath>
+#include <map>
 
+#include "core/ids.hpp"
 #include "core/json.hpp"
 #include "data/list_cache.hpp"
 #include "data/records.hpp"
+#include "data/sqlgen.hpp"
 
 namespace harmar::data {
 
@@ -111,15 +115,122 @@ std::optional<js::value> csv_value(const Field* f, const std::string& cell, bool
       if (cell == "true" || cell == "1") return js::value(true);
       if (cell == "false" || cell == "0") return js::value(false);
       return std::nullopt;
-    case FieldType::Json: {
+    case FieldType::Json:
+    case FieldType::File: {
       boost::system::error_code ec;
       js::value v = js::parse(cell, ec);
       if (ec) return std::nullopt;
       return v;
     }
-    case FieldType::File: return js::value(nullptr);  // files are not imported
     default: return js::value(cell);
   }
+}
+
+// A file value as export writes it, {name, type, size, sha256, url}: the file of a record on this
+// server, which the import copies to the imported record.
+struct FileRef {
+  const Field* field = nullptr;  // of the collection imported into
+  std::string collection, id, source_field, sha256;
+  EntryPtr source;  // the collection the URL names; null when it no longer exists
+};
+
+// url: /v1/collections/{collection}/records/{id}/files/{field}
+std::optional<FileRef> parse_file_ref(const js::value& v) {
+  if (!v.is_object()) return std::nullopt;
+  const js::value* url = v.as_object().if_contains("url");
+  const js::value* sha = v.as_object().if_contains("sha256");
+  if (!url || !url->is_string() || !sha || !sha->is_string()) return std::nullopt;
+  constexpr std::string_view kPrefix = "/v1/collections/";
+  std::string_view rest = url->as_string();
+  if (!rest.starts_with(kPrefix)) return std::nullopt;
+  rest.remove_prefix(kPrefix.size());
+  std::vector<std::string_view> parts;
+  for (std::size_t slash; (slash = rest.find('/')) != std::string_view::npos; rest.remove_prefix(slash + 1))
+    parts.push_back(rest.substr(0, slash));
+  parts.push_back(rest);
+  if (parts.size() != 5 || parts[1] != "records" || parts[3] != "files") return std::nullopt;
+  FileRef ref;
+  ref.collection = parts[0];
+  ref.id = parts[2];
+  ref.source_field = parts[4];
+  ref.sha256 = sha->as_string();
+  return ref;
+}
+
+// Takes the file values out of `body` (a create refuses them); one that is not null or an exported
+// file value is an error on its field.
+std::vector<FileRef> take_file_refs(const Collection& c, js::object& body, std::vector<FieldError>& errors) {
+  std::vector<FileRef> refs;
+  for (const auto& f : c.fields) {
+    if (f.type != FieldType::File) continue;
+    auto it = body.find(f.name);
+    if (it == body.end()) continue;
+    js::value v = std::move(it->value());
+    body.erase(it);
+    if (v.is_null()) continue;
+    auto ref = parse_file_ref(v);
+    if (!ref) {
+      errors.push_back({f.name, "must be null or a file value as export writes it ({name, type, size, sha256, url})"});
+      continue;
+    }
+    ref->field = &f;
+    refs.push_back(std::move(*ref));
+  }
+  return refs;
+}
+
+Error at_line(std::size_t line, Error e) {
+  e.detail = fmt::format("line {}: {}", line, e.detail);
+  for (auto& fe : e.errors) fe.field = fmt::format("line {}.{}", line, fe.field);
+  return e;
+}
+
+// Copies the file `ref` names to record `id`, in `tx` so the record's field comes and goes with
+// the import. A file that is gone, or was replaced since the export, is left out (the field stays
+// null). Returns the new blob's key, "" when nothing was copied.
+asio::awaitable<Result<std::string>> restore_file(store::Transaction& tx, store::BlobStore& blobs,
+                                                  int64_t max_file_bytes, const Entry& e, const std::string& id,
+                                                  const FileRef& ref) {
+  const Field* source_field = ref.source ? ref.source->c.field(ref.source_field) : nullptr;
+  if (!source_field || source_field->type != FieldType::File || !is_uuid(ref.id)) co_return std::string();
+  auto rows = co_await tx.query(fmt::format("SELECT {} FROM {} WHERE \"id\" = $1", quote_ident(source_field->name),
+                                            quote_ident(ref.source->c.table())),
+                                {ref.id});
+  if (!rows) co_return std::move(rows).error();
+  if (rows->empty() || rows->front().is_null(0)) co_return std::string();
+  boost::system::error_code ec;
+  js::value parsed = js::parse(rows->front().text(0), ec);
+  if (ec || !parsed.is_object()) co_return std::string();
+  js::object stored = std::move(parsed.as_object());
+  const js::value* key = stored.if_contains("key");
+  const js::value* sha = stored.if_contains("sha256");
+  if (!key || !key->is_string() || !sha || !sha->is_string() || sha->as_string() != ref.sha256) co_return std::string();
+  const Field& f = *ref.field;
+  const js::value* type_value = stored.if_contains("type");
+  std::string type = type_value && type_value->is_string() ? std::string(type_value->as_string()) : "";
+  if (!accepts_media_type(f, type))
+    co_return Error::validation("the record is invalid", {{f.name, fmt::format("does not take {} files", type)}});
+  auto bytes = co_await blobs.get(std::string(key->as_string()));
+  if (!bytes) {
+    if (bytes.error().status == 404) co_return std::string();
+    co_return std::move(bytes).error();
+  }
+  int64_t max = std::min(f.max ? static_cast<int64_t>(*f.max) : max_file_bytes, max_file_bytes);
+  if (static_cast<int64_t>(bytes->size()) > max)
+    co_return Error::validation("the record is invalid", {{f.name, fmt::format("takes files of at most {} bytes", max)}});
+  std::string copy = fmt::format("data/{}/{}/{}/{}", e.c.name, id, f.name, new_id());
+  auto info = co_await blobs.put(copy, *bytes);
+  if (!info) co_return std::move(info).error();
+  stored["key"] = copy;
+  auto written = co_await tx.exec(
+      fmt::format("UPDATE {} SET {} = $1 WHERE \"id\" = $2", quote_ident(e.c.table()), quote_ident(f.name)),
+      {js::serialize(stored), id});
+  if (!written) {
+    auto gone = co_await blobs.remove(copy);
+    (void)gone;
+    co_return std::move(written).error();
+  }
+  co_return copy;
 }
 
 }  // namespace
@@ -172,7 +283,6 @@ asio::awaitable<Result<int64_t>> Records::import_records(std::string collection,
           co_return Error::validation(fmt::format("line {}: {} is not a valid {}", row.line, header[i],
                                                   fields[i] ? type_name(fields[i]->type) : "value"),
                                       {{fmt::format("line {}.{}", row.line, header[i]), "is invalid"}});
-        if (fields[i] && fields[i]->type == FieldType::File) continue;
         o[header[i]] = std::move(*v);
       }
       items.emplace_back(row.line, std::move(o));
@@ -180,24 +290,59 @@ asio::awaitable<Result<int64_t>> Records::import_records(std::string collection,
   } else {
     co_return Error{415, "unsupported_media_type", "import takes application/x-ndjson or text/csv", {}};
   }
+  // File values name files of this server; their collections are looked up before the transaction.
+  std::vector<std::vector<FileRef>> files(items.size());
+  std::map<std::string, EntryPtr> sources;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    std::vector<FieldError> errors;
+    files[i] = take_file_refs(entry->c, items[i].second, errors);
+    if (!errors.empty()) co_return at_line(items[i].first, Error::validation("the record is invalid", std::move(errors)));
+    for (auto& ref : files[i]) {
+      auto [known, fresh] = sources.try_emplace(ref.collection);
+      if (fresh && valid_collection_name(ref.collection)) {
+        auto source = co_await collections_.get(ref.collection);
+        if (source) known->second = *source;
+        else if (source.error().status != 404) co_return std::move(source).error();
+      }
+      ref.source = known->second;
+    }
+  }
   auto txr = co_await db_.begin();
   if (!txr) co_return std::move(txr).error();
   auto& tx = **txr;
   std::vector<Event> events;
-  for (auto& [line, obj] : items) {
+  std::vector<std::string> copies;  // blobs of restored files: removed again if the import fails
+  auto discard_copies = [&]() -> asio::awaitable<void> {
+    for (const auto& key : copies) {
+      auto gone = co_await blobs_.remove(key);
+      (void)gone;
+    }
+  };
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    auto& [line, obj] = items[i];
     obj.erase("version");
     obj.erase("expand");
     auto r = co_await create_in(tx, *entry, caller, std::move(obj), events, true);
     if (!r) {
-      Error e = std::move(r).error();
-      e.detail = fmt::format("line {}: {}", line, e.detail);
-      for (auto& fe : e.errors) fe.field = fmt::format("line {}.{}", line, fe.field);
-      co_return e;
+      co_await discard_copies();
+      co_return at_line(line, std::move(r).error());
     }
     events.clear();  // bulk imports are not pushed as live changes
+    for (const auto& ref : files[i]) {
+      auto copy = co_await restore_file(tx, blobs_, settings_.max_file_bytes, *entry,
+                                           std::string(r->at("id").as_string()), ref);
+      if (!copy) {
+        co_await discard_copies();
+        co_return at_line(line, std::move(copy).error());
+      }
+      if (!copy->empty()) copies.push_back(std::move(*copy));
+    }
   }
   auto committed = co_await tx.commit();
-  if (!committed) co_return std::move(committed).error();
+  if (!committed) {
+    co_await discard_copies();
+    co_return std::move(committed).error();
+  }
   if (list_cache_) list_cache_->written(entry->c.name);
   co_return static_cast<int64_t>(items.size());
 }

@@ -282,6 +282,33 @@ def test_files_batches_import_and_export_over_http(env):
     assert len(h.get("/v1/collections/albums/export", headers=a).body.decode().splitlines()) == 52
 
 
+def test_an_export_with_files_imports_into_a_fresh_collection_with_its_files(env):
+    h, admin, _, _ = env
+
+    def albums(name):
+        return {"name": name, "fields": [{"name": "title", "type": "text"},
+                                         {"name": "cover", "type": "file", "types": ["image/*"]}]}
+    assert h.request("POST", "/v1/collections", albums("albums"), headers=admin).status == 201
+    rec = h.request("POST", "/v1/collections/albums/records", {"title": "with"}, headers=admin).json()
+    h.request("POST", "/v1/collections/albums/records", {"title": "without"}, headers=admin)
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+    r = h.request("PUT", f"/v1/collections/albums/records/{rec['id']}/files/cover?name=c.png", png,
+                  headers={**admin, "Content-Type": "image/png"})
+    assert r.status == 200, r.body
+    sha256 = r.json()["cover"]["sha256"]
+    for fmt, ctype in (("ndjson", "application/x-ndjson"), ("csv", "text/csv")):
+        copy = f"copy_{fmt}"
+        assert h.request("POST", "/v1/collections", albums(copy), headers=admin).status == 201
+        exported = h.get(f"/v1/collections/albums/export?format={fmt}", headers=admin)
+        assert exported.status == 200
+        r = h.request("POST", f"/v1/collections/{copy}/import", exported.body, headers={**admin, "Content-Type": ctype})
+        assert r.status == 200 and r.json() == {"imported": 2}, (fmt, r.body)
+        items = h.get(f"/v1/collections/{copy}/records", headers=admin).json()["items"]
+        assert [(x["title"], x["cover"] and x["cover"]["sha256"]) for x in items] == [("with", sha256), ("without", None)]
+        got = h.get(f"/v1/collections/{copy}/records/{rec['id']}/files/cover", headers=admin)
+        assert got.status == 200 and got.body == png and got.header("content-type") == "image/png"
+
+
 def test_collections_apply_plans_applies_and_rolls_back(harmar, tmp_path):
     h = harmar()
     admin = bearer(admin_token(h))

@@ -369,6 +369,66 @@ TEST_P(Records_, export_then_import_restores_records_as_ndjson_and_csv) {
   EXPECT_EQ(list_all("notes", admin()).size(), 2u);  // nothing of the failed import stayed
 }
 
+TEST_P(Records_, an_export_with_files_imports_with_copies_of_the_files_still_on_this_server) {
+  auto albums = [](const std::string& name, const std::string& types) {
+    return R"({"name": ")" + name + R"(", "fields": [{"name": "title", "type": "text"},
+               {"name": "cover", "type": "file", "types": [)" + types + "]}]}";
+  };
+  define(albums("albums", R"("image/*")"));
+  std::string png = "\x89PNG\r\n\x1a\nfake";
+  js::object with_file = create("albums", admin(), R"({"title": "with"})");
+  create("albums", admin(), R"({"title": "without"})");
+  ASSERT_TRUE(run(records->put_file("albums", id_of(with_file), "cover", admin(), "image/png", "c.png", png, std::nullopt)).ok());
+  auto before = list_all("albums", admin());
+  for (const char* format : {"ndjson", "csv"}) {
+    std::string copy = std::string("copy_") + format;
+    define(albums(copy, R"("image/png")"));
+    auto out = run(records->export_records("albums", admin(), format, std::nullopt));
+    ASSERT_TRUE(out.ok()) << out.error().detail;
+    auto n = run(records->import_records(copy, admin(), format, *out));
+    ASSERT_TRUE(n.ok()) << format << ": " << n.error().detail;
+    EXPECT_EQ(*n, 2);
+    auto after = list_all(copy, admin());
+    ASSERT_EQ(after.size(), before.size()) << format;
+    for (std::size_t i = 0; i < after.size(); ++i) {
+      js::object expected = before[i];
+      expected["version"] = 1;  // an import starts records at 1
+      if (expected.at("cover").is_object())
+        expected["cover"].as_object()["url"] = "/v1/collections/" + copy + "/records/" + id_of(expected) + "/files/cover";
+      EXPECT_EQ(js::serialize(after[i]), js::serialize(expected)) << format;
+    }
+    auto file = run(records->get_file(copy, id_of(with_file), "cover", admin()));
+    ASSERT_TRUE(file.ok()) << format << ": " << file.error().detail;
+    EXPECT_EQ(file->body, png);
+    EXPECT_EQ(file->type, "image/png");
+  }
+  // Each copy has a blob of its own.
+  ASSERT_TRUE(run(records->delete_file("albums", id_of(with_file), "cover", admin(), std::nullopt)).ok());
+  EXPECT_EQ(run(records->get_file("copy_ndjson", id_of(with_file), "cover", admin()))->body, png);
+
+  // A file that is no longer there is left out; a file value that is not an exported one, or a
+  // file the field does not take, is refused.
+  auto out = run(records->export_records("copy_ndjson", admin(), "ndjson", std::nullopt));
+  ASSERT_TRUE(out.ok());
+  define(albums("texts", R"("text/plain")"));
+  auto refused = run(records->import_records("texts", admin(), "ndjson", *out));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().status, 422);
+  ASSERT_EQ(refused.error().errors.size(), 1u);
+  EXPECT_EQ(refused.error().errors[0].field, "line 1.cover");
+  EXPECT_TRUE(list_all("texts", admin()).empty());
+  for (const auto& r : list_all("copy_ndjson", admin()))
+    ASSERT_TRUE(run(records->remove("copy_ndjson", id_of(r), admin(), std::nullopt)).ok());
+  auto n = run(records->import_records("copy_ndjson", admin(), "ndjson", *out));
+  ASSERT_TRUE(n.ok()) << n.error().detail;
+  EXPECT_EQ(*n, 2);
+  for (const auto& r : list_all("copy_ndjson", admin())) EXPECT_TRUE(r.at("cover").is_null());
+  auto bad = run(records->import_records("copy_ndjson", admin(), "ndjson", R"({"title": "x", "cover": {"name": "x"}})"));
+  ASSERT_FALSE(bad.ok());
+  ASSERT_EQ(bad.error().errors.size(), 1u);
+  EXPECT_EQ(bad.error().errors[0].field, "line 1.cover");
+}
+
 TEST_P(Records_, files_go_to_blob_storage_within_limits_and_rules) {
   define(R"({"name": "albums", "fields": [{"name": "title", "type": "text"}, {"name": "owner", "type": "text"},
                {"name": "cover", "type": "file", "max": 1024, "types": ["image/*"]}],
