@@ -1,7 +1,7 @@
 #pragma once
 // The query-plan check: before a filtered list runs over a large collection, ask the database how
-// it would run it (EXPLAIN QUERY PLAN on SQLite, EXPLAIN (FORMAT JSON) on PostgreSQL, EXPLAIN
-// FORMAT=JSON on MariaDB) and warn about, or refuse (400 `unindexed_filter`), a plan that reads
+// it would run it (EXPLAIN QUERY PLAN on SQLite, EXPLAIN (FORMAT JSON) on PostgreSQL, EXPLAIN on
+// MariaDB) and warn about, or refuse (400 `unindexed_filter`), a plan that reads
 // every record: a full table scan, or walking a whole index without a condition on it.
 // Verdicts are remembered per statement shape, collection sizes for a minute.
 #include <boost/asio/awaitable.hpp>
