@@ -17,7 +17,6 @@
 #include "core/clock.hpp"
 #include "core/log.hpp"
 #include "net/detail/rate_limit.hpp"
-#include "net/detail/reactor_access.hpp"
 #include "net/detail/request_parser.hpp"
 #include "net/detail/transport.hpp"
 
@@ -414,9 +413,8 @@ asio::awaitable<void> Http1Session<T>::run() {
               inbox_overflowed_ = chunk.size() >= kInbox;
             } else if (!ec) {
               chunk = std::string_view(inbox_.get(), got);
-              t_.drained = got < kInbox;  // a full inbox may have left more: read on into the scratch buffer
+              t_.set_drained(got < kInbox);  // a full inbox may have left more: read on into the scratch buffer
               inbox_overflowed_ = got == kInbox;
-              if (t_.drained) expect_readable_edge(t_.sock);
             }
           }
         }

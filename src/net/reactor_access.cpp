@@ -39,8 +39,8 @@ struct SocketImpl : asio::ip::tcp::socket {
 }  // namespace
 
 void expect_readable_edge(asio::ip::tcp::socket& sock) {
-  // The socket belongs to one worker's io_context, run by one thread: the same thread that runs
-  // perform_io, which is the only other writer of this flag.
+  // The socket belongs to one worker's io_context, run by one thread: the thread that also runs
+  // start_op and perform_io, the flag's other writers.
   if (DescriptorState* d = SocketImpl::state(sock)) (d->*member(TrySpeculative{}))[Reactor::read_op] = false;
 }
 

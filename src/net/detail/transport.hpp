@@ -9,6 +9,7 @@
 
 #include <string_view>
 
+#include "net/detail/reactor_access.hpp"
 #include "net/detail/sessions.hpp"
 
 namespace harmar::net::detail {
@@ -21,8 +22,13 @@ struct PlainTransport {
   tcp::socket sock;
   Worker& w;
   // Set after a read that left the socket empty: the next read waits for readiness first instead
-  // of paying for a recv that can only say EAGAIN.
+  // of paying for a recv that can only say EAGAIN. Asio is told too (its reads try a recv first).
   bool drained = false;
+
+  void set_drained(bool empty) {
+    drained = empty;
+    if (empty) expect_readable_edge(sock);
+  }
 
   // Bytes received already, valid until the caller suspends; would_block if none.
   std::string_view read_now(boost::system::error_code& ec) {
@@ -33,10 +39,10 @@ struct PlainTransport {
     std::size_t n = sock.read_some(asio::buffer(w.scratch.get(), Worker::kScratch), ec);
     if (ec) {
       if (ec == asio::error::try_again) ec = asio::error::would_block;
-      drained = ec == asio::error::would_block;
+      set_drained(ec == asio::error::would_block);
       return {};
     }
-    drained = n < Worker::kScratch;
+    set_drained(n < Worker::kScratch);
     return {w.scratch.get(), n};
   }
 
