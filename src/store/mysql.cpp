@@ -801,6 +801,7 @@ Result<Rows> run_update_returning(Connection& conn, const UpdateReturning& u, co
           [&](const auto& v) {
             using T = std::decay_t<decltype(v)>;
             if constexpr (std::is_same_v<T, std::monostate>) all.emplace_back(nullptr);
+            else if constexpr (std::is_same_v<T, std::string_view>) all.emplace_back(std::string(v));
             else all.emplace_back(v);
           },
           picked->cell(r, 0));

@@ -298,7 +298,7 @@ Rows::Cell read_cell(const PGresult* r, int row, int col, Oid type) {
       int64_t n = 0;
       auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
       if (ec == std::errc() && end == s.data() + s.size()) return n;
-      return std::string(s);
+      return s;
     }
     case kFloat4Oid:
     case kFloat8Oid:
@@ -306,11 +306,13 @@ Rows::Cell read_cell(const PGresult* r, int row, int col, Oid type) {
     case kByteaOid:
       return decode_bytea(s);
     default:
-      return std::string(s);
+      return s;  // a view into the result, which the Rows keeps
   }
 }
 
-Rows to_rows(const PGresult* r) {
+// The result's rows; text cells stay in the result, which the Rows then owns.
+Rows to_rows(PgResult result) {
+  const PGresult* r = result.get();
   const int nfields = PQnfields(r), ntuples = PQntuples(r);
   std::vector<std::string> columns;
   std::vector<Oid> types;
@@ -328,7 +330,8 @@ Rows to_rows(const PGresult* r) {
   if (status.starts_with("INSERT") || status.starts_with("UPDATE") || status.starts_with("DELETE") ||
       status.starts_with("MERGE"))
     affected = std::atoll(PQcmdTuples(const_cast<PGresult*>(r)));
-  return Rows(std::move(columns), std::move(cells), affected);
+  std::shared_ptr<const void> owner(result.release(), [](const void* p) { PQclear(static_cast<PGresult*>(const_cast<void*>(p))); });
+  return Rows(std::move(columns), std::move(cells), affected, std::move(owner));
 }
 
 // What a connection's prepared statements are cached by: the SQL and its parameters' kinds.
@@ -366,7 +369,7 @@ asio::awaitable<Result<Rows>> run_query(Connection& c, std::string_view sql, con
   if (auto s = co_await flush(c, sql); !s) co_return std::move(s).error();
   auto res = co_await collect(c, sql);
   if (!res) co_return std::move(res).error();
-  co_return to_rows(res->get());
+  co_return to_rows(std::move(*res));
 }
 
 // A read waiting for a pipeline: shared by its caller, who stops waiting for a connection
@@ -498,7 +501,7 @@ asio::awaitable<std::vector<ReadPtr>> run_pipeline(Connection& c, std::vector<Re
         } else if (aborted) {
           skipped.push_back(reads[cmd.read]);
         } else if (last) {
-          r.finish(to_rows(last.get()));
+          r.finish(to_rows(std::move(last)));
         } else {
           logger()->error("postgres: no result in a pipeline; statement: {}", r.sql);
           r.finish(internal_error());

@@ -29,10 +29,18 @@ std::optional<int64_t> parse_integer(std::string_view s) {
   return std::nullopt;
 }
 
-double parse_real(const std::string& s) {
+double parse_real(std::string_view text) {
+  std::string s(text);  // strtod wants a terminated string
   char* stop = nullptr;
   double d = std::strtod(s.c_str(), &stop);
   return stop == s.c_str() ? 0.0 : d;
+}
+
+// The text of a text cell, owned or a view; nullopt for the other kinds.
+std::optional<std::string_view> text_of(const Rows::Cell& c) {
+  if (auto* v = std::get_if<std::string>(&c)) return *v;
+  if (auto* v = std::get_if<std::string_view>(&c)) return *v;
+  return std::nullopt;
 }
 
 bool parse_bool(std::string_view s) {
@@ -49,8 +57,9 @@ std::string format_real(double d) { return fmt::format("{}", d); }
 
 }  // namespace
 
-Rows::Rows(std::vector<std::string> columns, std::vector<Cell> cells, int64_t affected)
-    : columns_(std::move(columns)), cells_(std::move(cells)), affected_(affected) {
+Rows::Rows(std::vector<std::string> columns, std::vector<Cell> cells, int64_t affected,
+           std::shared_ptr<const void> owner)
+    : columns_(std::move(columns)), cells_(std::move(cells)), affected_(affected), owner_(std::move(owner)) {
   assert(columns_.empty() ? cells_.empty() : cells_.size() % columns_.size() == 0);
 }
 
@@ -70,7 +79,7 @@ int64_t Row::integer(std::size_t col) const {
   const auto& c = rows_->cell(index_, col);
   if (auto* v = std::get_if<int64_t>(&c)) return *v;
   if (auto* v = std::get_if<double>(&c)) return static_cast<int64_t>(*v);
-  if (auto* v = std::get_if<std::string>(&c)) {
+  if (auto v = text_of(c)) {
     if (*v == "t" || *v == "true") return 1;  // a PostgreSQL bool read as a number
     return parse_integer(*v).value_or(0);
   }
@@ -81,7 +90,7 @@ double Row::real(std::size_t col) const {
   const auto& c = rows_->cell(index_, col);
   if (auto* v = std::get_if<double>(&c)) return *v;
   if (auto* v = std::get_if<int64_t>(&c)) return static_cast<double>(*v);
-  if (auto* v = std::get_if<std::string>(&c)) return parse_real(*v);
+  if (auto v = text_of(c)) return parse_real(*v);
   return 0.0;
 }
 
@@ -89,20 +98,20 @@ bool Row::boolean(std::size_t col) const {
   const auto& c = rows_->cell(index_, col);
   if (auto* v = std::get_if<int64_t>(&c)) return *v != 0;
   if (auto* v = std::get_if<double>(&c)) return *v != 0.0;
-  if (auto* v = std::get_if<std::string>(&c)) return parse_bool(*v);
+  if (auto v = text_of(c)) return parse_bool(*v);
   return false;
 }
 
 std::string Row::text(std::size_t col) const {
   const auto& c = rows_->cell(index_, col);
-  if (auto* v = std::get_if<std::string>(&c)) return *v;
+  if (auto v = text_of(c)) return std::string(*v);
   if (auto* v = std::get_if<int64_t>(&c)) return std::to_string(*v);
   if (auto* v = std::get_if<double>(&c)) return format_real(*v);
   return {};
 }
 
 std::string_view Row::text_view(std::size_t col, std::string& scratch) const {
-  if (auto* v = std::get_if<std::string>(&rows_->cell(index_, col))) return *v;
+  if (auto v = text_of(rows_->cell(index_, col))) return *v;
   scratch = text(col);
   return scratch;
 }

@@ -113,10 +113,13 @@ class Row {
 // A fully materialised result (every row in memory: page large reads with LIMIT).
 class Rows {
  public:
-  using Cell = std::variant<std::monostate, int64_t, double, std::string>;
+  // Text is owned (std::string) or, when the backend keeps its result alive for the Rows
+  // (`owner`), a view into that result: no copy per cell.
+  using Cell = std::variant<std::monostate, int64_t, double, std::string, std::string_view>;
 
   Rows() = default;
-  Rows(std::vector<std::string> columns, std::vector<Cell> cells, int64_t affected);
+  Rows(std::vector<std::string> columns, std::vector<Cell> cells, int64_t affected,
+       std::shared_ptr<const void> owner = nullptr);
 
   std::size_t size() const { return columns_.empty() ? 0 : cells_.size() / columns_.size(); }
   bool empty() const { return size() == 0; }
@@ -150,6 +153,7 @@ class Rows {
   std::vector<std::string> columns_;
   std::vector<Cell> cells_;
   int64_t affected_ = 0;
+  std::shared_ptr<const void> owner_;  // what the std::string_view cells point into
 };
 
 enum class Backend { Sqlite, Postgres, Mysql };

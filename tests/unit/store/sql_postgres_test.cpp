@@ -182,7 +182,24 @@ TEST(SqlPostgres, text_results_become_native_cells) {
     EXPECT_EQ(r.real(8), std::numeric_limits<double>::infinity());
     EXPECT_EQ(r.integer(9), 32767);
     EXPECT_TRUE(std::holds_alternative<int64_t>(rows.cell(0, 0)));
-    EXPECT_TRUE(std::holds_alternative<std::string>(rows.cell(0, 5)));
+    EXPECT_TRUE(std::holds_alternative<std::string_view>(rows.cell(0, 5))) << "other types stay text, read in place";
+  }());
+}
+
+TEST(SqlPostgres, text_read_in_place_lives_as_long_as_any_copy_of_its_rows) {
+  auto db = open_or_fail(fresh_url(Backend::Postgres));
+  run([&]() -> asio::awaitable<void> {
+    Rows kept;
+    {
+      SQL_CO_ASSIGN_OK(rows, co_await db->read("SELECT repeat('x', 100) || $1, 'short'", {std::string("end")}));
+      kept = rows;  // the original goes away with this scope
+    }
+    (void)co_await db->read("SELECT repeat('y', 200)", {});  // reuses the memory a freed result had
+    EXPECT_EQ(kept[0].text(0), std::string(100, 'x') + "end");
+    std::string scratch;
+    EXPECT_EQ(kept[0].text_view(1, scratch), "short");
+    Rows moved = std::move(kept);
+    EXPECT_EQ(moved[0].text(1), "short");
   }());
 }
 
