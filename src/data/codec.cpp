@@ -160,6 +160,14 @@ void append_json_string(std::string& out, std::string_view s) {
 
 }  // namespace
 
+std::string file_blob_prefix(std::string_view collection, std::string_view id) {
+  return fmt::format("data/{}/{}/", collection, id);
+}
+
+std::string file_blob_key(std::string_view collection, std::string_view id, std::string_view field) {
+  return file_blob_prefix(collection, id) + fmt::format("{}/{}", field, new_id());
+}
+
 RecordJsonWriter::RecordJsonWriter(const Collection& c) : c_(c) {
   for (const auto& f : c.fields) {
     std::string key = ",";

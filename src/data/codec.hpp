@@ -35,6 +35,11 @@ class RecordJsonWriter {
   std::vector<std::string> keys_;  // ,"name": for each field
 };
 
+// Where a record's files live in blob storage: every file of record `id` is under
+// file_blob_prefix (deleting the record deletes that prefix); each stored file gets a fresh key.
+std::string file_blob_prefix(std::string_view collection, std::string_view id);
+std::string file_blob_key(std::string_view collection, std::string_view id, std::string_view field);
+
 // The stored form of a file field value ({key, name, type, size, sha256}) → its API form.
 js::value file_api_value(const Collection& c, std::string_view record_id, std::string_view field,
                          const js::value& stored);

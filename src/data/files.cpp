@@ -124,7 +124,7 @@ asio::awaitable<Result<js::object>> Records::put_file(std::string collection, st
   if (!allowed) co_return std::move(allowed).error();
   if (!allowed->has_value()) co_return co_await refuse_write(db_, *entry, id, caller);
 
-  std::string key = fmt::format("data/{}/{}/{}/{}", collection, id, field, new_id());
+  std::string key = file_blob_key(collection, id, field);
   auto info = co_await blobs_.put(key, bytes);
   if (!info) co_return std::move(info).error();
   js::object stored{{"key", key},

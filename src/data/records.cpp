@@ -818,7 +818,7 @@ asio::awaitable<Status> Records::remove(std::string collection, std::string id, 
   bool has_files = false;
   for (const auto& f : entry->c.fields) has_files = has_files || f.type == FieldType::File;
   if (has_files) {
-    auto blobs = co_await blobs_.list(fmt::format("data/{}/{}/", collection, id), 1000);
+    auto blobs = co_await blobs_.list(file_blob_prefix(collection, id), 1000);
     if (blobs) {
       for (const auto& b : *blobs) {
         auto gone = co_await blobs_.remove(b.key);

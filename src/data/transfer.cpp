@@ -218,7 +218,7 @@ asio::awaitable<Result<std::string>> restore_file(store::Transaction& tx, store:
   int64_t max = std::min(f.max ? static_cast<int64_t>(*f.max) : max_file_bytes, max_file_bytes);
   if (static_cast<int64_t>(bytes->size()) > max)
     co_return Error::validation("the record is invalid", {{f.name, fmt::format("takes files of at most {} bytes", max)}});
-  std::string copy = fmt::format("data/{}/{}/{}/{}", e.c.name, id, f.name, new_id());
+  std::string copy = file_blob_key(e.c.name, id, f.name);
   auto info = co_await blobs.put(copy, *bytes);
   if (!info) co_return std::move(info).error();
   stored["key"] = copy;
