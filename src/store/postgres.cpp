@@ -382,7 +382,8 @@ struct PendingRead {
     wake.cancel();
   }
 
-  std::string sql;
+  // The caller's text: it waits until the read is finished or withdrawn, so the view stays valid.
+  std::string_view sql;
   Params params;
   bool started = false;                // taken into a pipeline: the caller waits for its end
   std::optional<Result<Rows>> result;  // set once
@@ -434,7 +435,8 @@ asio::awaitable<std::vector<ReadPtr>> run_pipeline(Connection& c, std::vector<Re
       name = *known;
     } else {
       name = new_statement_name(c);
-      if (!PQsendPrepare(c.pg, name.c_str(), r.sql.c_str(), n, n ? p.types.data() : nullptr)) {
+      std::string text(r.sql);  // libpq wants it terminated
+      if (!PQsendPrepare(c.pg, name.c_str(), text.c_str(), n, n ? p.types.data() : nullptr)) {
         fail_all(send_failed(c, r.sql));
         co_return skipped;
       }
